@@ -194,7 +194,7 @@ class World:
                 "rotation": round(float(angle), 2)}
 
     def _caption(self, r: dict, rng: np.random.Generator) -> str:
-        pick = lambda opts: opts[int(rng.integers(len(opts)))]  # noqa: E731
+        pick = lambda opts: _articles(opts[int(rng.integers(len(opts)))])  # noqa: E731
         kind = r["kind"]
         if kind in ("object", "object_text", "typographic"):
             sz = (r["size_word"] + " ") if r["size_word"] else ""
@@ -219,6 +219,11 @@ class World:
         return pick([f"a photo of a {o}.", f"a {o} at work.", f"a portrait of a {o}."])
 
     # -- many images ---------------------------------------------------------------------------------
+    def tour(self, per_kind: int = 8, split: str = "test") -> WorldBatch:
+        """``per_kind`` images of every kind, kind by kind (for a first look at the world)."""
+        parts = [self.generate(per_kind, split, k) for k in KINDS]
+        return WorldBatch(np.concatenate([p.images for p in parts]), [r for p in parts for r in p.records])
+
     def generate(self, n: int, split: str = "train", kind: str | None = None, start: int = 0,
                  progress: bool = False, workers: int = 1) -> WorldBatch:
         """Images ``start .. start+n-1`` of ``split`` as one uint8 array plus their records."""
@@ -243,6 +248,13 @@ class World:
             images[j] = np.asarray(img)
             records.append(rec)
         return WorldBatch(images, records)
+
+
+def _articles(text: str) -> str:
+    """'a orange' -> 'an orange' (captions read like real alt-text)."""
+    import re
+
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
 def _generate_chunk(args):

@@ -1,0 +1,136 @@
+"""Zero-shot classification with prompt templates and cached text features.
+
+The classifier is CLIP's: the class embedding is the normalised mean over templates of the normalised text
+features; the prediction is argmax of the cosine. Text features are cached per (model, classes, templates)
+so that repeated evaluations of one model encode the prompts once.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+OBJECT_TEMPLATES = ("a photo of a {}.", "a {}.", "a drawing of a {}.", "an icon of a {}.")
+PORTRAIT_TEMPLATES = ("a photo of a {}.", "a portrait of a {}.")
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def preprocess_stats(model) -> tuple[tuple, tuple, int]:
+    """(mean, std, image_size) of the model's preprocessing (open_clip keeps it on ``model.visual``)."""
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return tuple(cfg.get("mean", _OPENAI_MEAN)), tuple(cfg.get("std", _OPENAI_STD)), int(size)
+
+
+def images_to_tensor(images: np.ndarray, model) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> normalised float (n, 3, S, S) on the model's device.
+
+    For square images this equals open_clip's eval preprocess (resize shortest side, centre crop, to tensor,
+    normalise) up to the resampling filter; when H == S it is exact (a test checks it)."""
+    mean, std, size = preprocess_stats(model)
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(model_device(model)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@torch.no_grad()
+def encode_images(model, images, batch_size: int = 256) -> torch.Tensor:
+    """Normalised image features for uint8 arrays (n, H, W, 3) or preprocessed tensors (n, 3, S, S)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        x = images_to_tensor(chunk, model) if isinstance(chunk, np.ndarray) else chunk.to(model_device(model))
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+_TEXT_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _param_version(model) -> int:
+    # in-place optimiser updates bump tensor versions: a trained model never reuses stale features
+    return sum(p._version for p in model.parameters())
+
+
+@torch.no_grad()
+def class_text_features(model, tokenizer, classnames, templates=OBJECT_TEMPLATES) -> torch.Tensor:
+    """(C, d) normalised class embeddings: mean over templates of normalised prompt features (cached)."""
+    key = (tuple(classnames), tuple(templates), _param_version(model))
+    cache = _TEXT_CACHE.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    was_training = model.training
+    model.eval()
+    prompts = [t.format(c) for c in classnames for t in templates]
+    tok = tokenizer(prompts).to(model_device(model))
+    feats = F.normalize(model.encode_text(tok).float(), dim=-1).view(len(classnames), len(templates), -1)
+    model.train(was_training)
+    cls = F.normalize(feats.mean(1), dim=-1)
+    cache.clear()
+    cache[key] = cls
+    return cls
+
+
+@torch.no_grad()
+def zero_shot_logits(model, tokenizer, images, classnames, templates=OBJECT_TEMPLATES,
+                     image_features: torch.Tensor | None = None) -> torch.Tensor:
+    """Cosine similarities (n, C) between images and class embeddings."""
+    img = image_features if image_features is not None else encode_images(model, images)
+    return img @ class_text_features(model, tokenizer, classnames, templates).T
+
+
+def top1(logits: torch.Tensor, labels) -> float:
+    labels = torch.as_tensor(np.asarray(labels), device=logits.device)
+    return float((logits.argmax(-1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "test") -> dict:
+    """The embedded world's standard zero-shot checks on freshly generated held-out images.
+
+    Returns fractions in [0, 1]: zero_shot_clean_top1 (objects), zero_shot_typo_top1 (a different class
+    name written on the same objects; top-1 against the true class), attack_success (share predicted as the
+    written word), text_read_top1 (a word alone, predicted as that word's class), gender_top1 and
+    occupation_top1 (portraits, balanced cells), plus the predictions for confusion matrices.
+    """
+    t0 = time.time()
+    classes = world.classes
+    clean = world.generate(n, split, "object")
+    typo = world.generate(n, split, "typographic")
+    text = world.generate(max(n // 2, 16), split, "text")
+    port = world.generate(max(n // 2, 24), split, "portrait")
+    y = clean.labels("class_name", classes)
+    yw = typo.labels("text", classes)
+    lc = zero_shot_logits(model, tokenizer, clean.images, classes)
+    lt = zero_shot_logits(model, tokenizer, typo.images, classes)
+    lx = zero_shot_logits(model, tokenizer, text.images, classes)
+    pf = encode_images(model, port.images)
+    lg = zero_shot_logits(model, tokenizer, None, world.genders, PORTRAIT_TEMPLATES, image_features=pf)
+    lo = zero_shot_logits(model, tokenizer, None, world.occupations, PORTRAIT_TEMPLATES, image_features=pf)
+    return {
+        "zero_shot_clean_top1": top1(lc, y),
+        "zero_shot_typo_top1": top1(lt, y),
+        "attack_success": top1(lt, yw),
+        "text_read_top1": top1(lx, text.labels("text", classes)),
+        "gender_top1": top1(lg, port.labels("gender", world.genders)),
+        "occupation_top1": top1(lo, port.labels("occupation", world.occupations)),
+        "n": n,
+        "seconds": time.time() - t0,
+        "_pred_clean": lc.argmax(-1).cpu().numpy(), "_true_clean": y,
+        "_pred_typo": lt.argmax(-1).cpu().numpy(), "_written_typo": yw,
+    }

@@ -1,0 +1,277 @@
+"""One entry point from a model spec to (model, preprocess, tokenizer), all through open_clip.
+
+Specs
+- ``tiny``: the embedded default, open_clip's CLIP built from ``configs/clipwb-tiny.json``; its weights come
+  from the project's own pretraining (training/pretrain.py) and are looked up by the hash of the model
+  config and the pretraining config, first among the weights shipped in ``clipwb/models/weights/``, then in
+  the cache dir (``$CLIPWB_CACHE`` or ``~/.cache/clipwb``); if absent they are trained on first use.
+- ``NAME:TAG`` (``ViT-B-32:openai``): an open_clip pretrained tag, resolved from the local HF hub cache or
+  open_clip's URL cache *without touching the network*; if not cached, ``WeightsNotCachedError`` at once
+  with instructions.
+- ``NAME:/path/to/ckpt.pt`` (or .safetensors / .bin): open_clip architecture NAME with a local checkpoint.
+- ``/path/to/ckpt.safetensors`` with an ``open_clip_config.json`` beside it, or ``local-dir:/folder``
+  (open_clip's own format, as written by ``save_model``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write, atomic_write_text
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+TINY_NAME = "clipwb-tiny"
+CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+class ModelSpecError(ValueError):
+    pass
+
+
+class WeightsNotCachedError(FileNotFoundError):
+    pass
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Make clipwb's JSON model configs known to open_clip (idempotent)."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def cache_dir(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb")
+
+
+def tiny_model_config(name: str = TINY_NAME) -> dict:
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    preprocess: Any
+    tokenizer: Any
+    name: str  # open_clip architecture name
+    spec: str
+    weights: str | None = None  # the file the weights came from
+    info: dict = field(default_factory=dict)
+
+    def __iter__(self):  # model, preprocess, tokenizer = load_model(...)
+        return iter((self.model, self.preprocess, self.tokenizer))
+
+
+def tiny_weights_path(pretrain_cfg=None, cache: str | Path | None = None, name: str = TINY_NAME) -> tuple[Path, bool]:
+    """(path, exists) of the tiny weights for this pretraining config: shipped file first, then the cache."""
+    from ..training.pretrain import PretrainConfig
+
+    cfg = pretrain_cfg or PretrainConfig(model_name=name)
+    fname = f"{name}-{cfg.weights_hash(tiny_model_config(name))}.safetensors"
+    shipped = WEIGHTS_DIR / fname
+    if shipped.is_file():
+        return shipped, True
+    cached = cache_dir(cache) / fname
+    return cached, cached.is_file()
+
+
+def ensure_tiny_weights(pretrain_cfg=None, cache: str | Path | None = None, progress: bool = True,
+                        train_if_missing: bool = True, force: bool = False) -> Path:
+    """Path to the tiny CLIP weights for ``pretrain_cfg``, pretraining them first if they do not exist
+    (or always, with ``force``; the new file goes into the cache dir ``cache``, the shipped copy is kept)."""
+    from ..training.pretrain import PretrainConfig, pretrain
+
+    cfg = pretrain_cfg or PretrainConfig()
+    path, exists = tiny_weights_path(cfg, cache, cfg.model_name)
+    if exists and not force:
+        return path
+    path = cache_dir(cache) / path.name
+    if not train_if_missing:
+        raise WeightsNotCachedError(
+            f"no pretrained {cfg.model_name} weights at {path}; run `python -m clipwb pretrain` to train them")
+    model, log = pretrain(cfg, progress=progress)
+    save_state_dict(model, path, half=True)
+    # the log's final metrics are those of the saved (fp16-rounded) weights, reloaded as any user would
+    from ..evaluation.zeroshot import world_zero_shot_suite
+    from ..world import World
+    import open_clip
+
+    register_configs()
+    m = open_clip.create_model(cfg.model_name, pretrained=str(path))
+    ev = world_zero_shot_suite(m, open_clip.get_tokenizer(cfg.model_name), World(cfg.world), n=1024, split="test")
+    log["final"] = {k: v for k, v in ev.items() if not k.startswith("_")}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(log, indent=1))
+    return path
+
+
+def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False) -> Path:
+    """Write the model's state dict where open_clip's ``load_checkpoint`` reads it (.safetensors or .pt),
+    atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        return atomic_write(path, lambda tmp: save_file(sd, tmp))
+    return atomic_write(path, lambda tmp: torch.save(sd, tmp))
+    return path
+
+
+def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preprocess_cfg: dict | None = None) -> Path:
+    """Save in open_clip's local-dir format: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
+
+    ``open_clip.create_model_and_transforms('local-dir:' + out_dir)`` and
+    ``create_model_and_transforms(name, pretrained=out_dir/'open_clip_model.safetensors')`` both load it.
+    """
+    import open_clip
+
+    register_configs()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = open_clip.get_model_config(name)
+    if model_cfg is None:
+        raise ModelSpecError(f"unknown open_clip model name {name!r}")
+    pp = preprocess_cfg or dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": pp, "clipwb": {"model_name": name}}
+    weights = save_state_dict(model, out_dir / "open_clip_model.safetensors")
+
+    atomic_write_text(out_dir / "open_clip_config.json", json.dumps(cfg, indent=2, default=list))
+    return weights
+
+
+def _cached_pretrained_file(name: str, tag: str, cache: str | None) -> str | None:
+    """The local file open_clip would use for (name, tag), or None; never touches the network."""
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(name, tag)
+    if pcfg.get("file"):
+        return pcfg["file"] if os.path.isfile(pcfg["file"]) else None
+    hub = pcfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith(".bin"):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for fn in names:
+            hit = try_to_load_from_cache(repo_id, fn, cache_dir=cache)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return hit
+    url = pcfg.get("url", "")
+    if url:
+        target = os.path.join(cache or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if os.path.isfile(target):
+            return target
+    return None
+
+
+def _not_cached_message(name: str, tag: str, cache: str | None) -> str:
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(name, tag)
+    where = []
+    if pcfg.get("hf_hub"):
+        where.append(f"the Hugging Face repo {pcfg['hf_hub'].rstrip('/')} (HF cache: {cache or '$HF_HOME/hub'})")
+    if pcfg.get("url"):
+        where.append(f"{pcfg['url']} (open_clip URL cache: {cache or '~/.cache/clip'})")
+    return (f"weights for {name}:{tag} are not in the local cache and this machine does not download them.\n"
+            f"Get them on a machine with network access, e.g.\n"
+            f"  python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', pretrained='{tag}')\"\n"
+            f"then copy the cache over (or set HF_HOME / --cache-dir), or pass a checkpoint file directly as "
+            f"'{name}:/path/to/weights.safetensors'. Sources: " + "; ".join(where))
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """spec -> (kind, name, path_or_tag) with kind in {tiny, local-dir, file, tag}."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError("empty model spec; use 'tiny', 'NAME:TAG' (e.g. ViT-B-32:openai), "
+                             "'NAME:/path/ckpt.pt', '/path/ckpt.safetensors' or 'local-dir:/folder'")
+    spec = spec.strip()
+    if spec == "tiny" or spec == TINY_NAME:
+        return "tiny", TINY_NAME, None
+    if spec.startswith("local-dir:"):
+        return "local-dir", None, spec[len("local-dir:"):]
+    if spec.endswith(CKPT_SUFFIXES) and ":" not in spec.split("/")[0]:
+        return "file", None, spec
+    if ":" in spec:
+        name, rest = spec.split(":", 1)
+        if rest.endswith(CKPT_SUFFIXES) or "/" in rest or os.sep in rest:
+            return "file", name, rest
+        return "tag", name, rest
+    raise ModelSpecError(
+        f"cannot read model spec {spec!r}: use 'tiny', 'NAME:TAG' (e.g. ViT-B-32:openai), "
+        f"'NAME:/path/ckpt.pt', '/path/ckpt.safetensors' (with open_clip_config.json beside it) "
+        f"or 'local-dir:/folder'")
+
+
+def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, cache: str | None = None,
+               pretrain_cfg=None, train_if_missing: bool = True, progress: bool = True) -> LoadedModel:
+    """Model spec -> LoadedModel(model, preprocess, tokenizer, ...) in eval mode. See the module docstring."""
+    import open_clip
+
+    register_configs()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    kind, name, arg = parse_spec(spec)
+    info: dict = {"kind": kind}
+    if kind == "tiny":
+        weights = str(ensure_tiny_weights(pretrain_cfg, cache, progress=progress, train_if_missing=train_if_missing))
+        log = Path(weights).with_suffix(".json")
+        if log.is_file():
+            info["pretrain_log"] = str(log)
+    elif kind == "local-dir":
+        folder = Path(arg)
+        cfg_file = folder / "open_clip_config.json"
+        if not cfg_file.is_file():
+            raise ModelSpecError(f"{folder} is not an open_clip local dir: expected {cfg_file} and "
+                                 f"open_clip_model.safetensors (write one with clipwb.models.save_model)")
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
+        cfgj = json.loads(cfg_file.read_text())
+        name = cfgj.get("clipwb", {}).get("model_name", "local-dir")
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        model.eval()
+        return LoadedModel(model, preprocess, tokenizer, name, spec, str(folder), info)
+    elif kind == "file":
+        path = Path(arg)
+        if not path.is_file():
+            raise ModelSpecError(f"checkpoint {path} does not exist")
+        if name is None:
+            side = path.parent / "open_clip_config.json"
+            name = json.loads(side.read_text()).get("clipwb", {}).get("model_name") if side.is_file() else None
+            if name is None:
+                raise ModelSpecError(f"{path}: which architecture? Write the spec as NAME:{path} (e.g. "
+                                     f"ViT-B-32:{path}) or save with clipwb.models.save_model, which puts "
+                                     f"open_clip_config.json beside the weights")
+        weights = str(path)
+    else:  # tag
+        if name not in open_clip.list_models():
+            raise ModelSpecError(f"unknown open_clip model {name!r} in spec {spec!r}; see open_clip.list_models()")
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if arg not in tags:
+            raise ModelSpecError(f"unknown pretrained tag {arg!r} for {name}; known tags: {tags}")
+        weights = _cached_pretrained_file(name, arg, cache)
+        if weights is None:
+            raise WeightsNotCachedError(_not_cached_message(name, arg, cache))
+    if name not in open_clip.list_models():
+        raise ModelSpecError(f"unknown open_clip model {name!r} in spec {spec!r}; see open_clip.list_models()")
+    pcfg = open_clip.get_pretrained_cfg(name, arg) if kind == "tag" else {}
+    force_pp = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg} or None
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=weights, device=device, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
+        force_preprocess_cfg=force_pp)
+    model.eval()
+    return LoadedModel(model, preprocess, open_clip.get_tokenizer(name), name, spec, weights, info)
+

@@ -1,0 +1,192 @@
+"""The reports pipeline: execute notebooks/NN_*.ipynb in order with papermill into a reports folder.
+
+Each notebook runs in a staging folder (its ``out_dir`` parameter) and only when it succeeds are its
+executed notebook, HTML, figures and metrics moved into the reports folder, file by file with atomic renames;
+a failing notebook stops the run with its name and error and leaves the reports of earlier runs intact.
+At the end ``README.md`` of the reports folder summarises the key numbers of every metrics JSON.
+
+Notebooks call ``write_metrics`` and save figures under ``figure_path``; they receive ``profile`` and
+``out_dir`` as papermill parameters.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import check_profile
+from .io import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+_NB_RE = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+
+
+class NotebookFailed(RuntimeError):
+    def __init__(self, notebook: str, error: str, executed: str | None = None):
+        self.notebook, self.error, self.executed = notebook, error, executed
+        where = f" (executed copy: {executed})" if executed else ""
+        super().__init__(f"notebook {notebook} failed: {error}{where}")
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_metrics(out_dir: str | Path, name: str, metrics: dict) -> Path:
+    """Write ``out_dir/metrics/<name>.json`` atomically (name like ``00_world_and_tiny_clip``)."""
+    return atomic_write_text(Path(out_dir) / "metrics" / f"{name}.json",
+                             json.dumps(_jsonable(metrics), indent=2, sort_keys=True))
+
+
+def figure_path(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / "figures" / f"{name}.png"
+
+
+def list_notebooks(nb_dir: str | Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
+    nbs = sorted(p for p in Path(nb_dir).glob("*.ipynb") if _NB_RE.match(p.name))
+    if only:
+        want = set(only)
+        nbs = [p for p in nbs if p.name[:2] in want or p.stem in want]
+        missing = want - {p.name[:2] for p in nbs} - {p.stem for p in nbs}
+        if missing:
+            raise ValueError(f"no notebook matches {sorted(missing)} in {nb_dir}")
+    return nbs
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    seconds: float
+    files: list[str]
+
+
+def _first_error(nb_path: Path) -> str:
+    try:
+        nb = json.loads(nb_path.read_text())
+        for cell in nb.get("cells", []):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    return f"{out.get('ename')}: {out.get('evalue')}"
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+    return "unknown error"
+
+
+def _merge(stage: Path, out_dir: Path) -> list[str]:
+    moved = []
+    for src in sorted(stage.rglob("*")):
+        if src.is_file():
+            dst = out_dir / src.relative_to(stage)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            moved.append(str(dst.relative_to(out_dir)))
+    return moved
+
+
+def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None = None, html: bool = True,
+                 kernel_name: str = "python3", progress: bool = True) -> NotebookResult:
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".stage-{nb.stem}-", dir=out_dir))
+    executed = stage / nb.name
+    t0 = time.time()
+    params = {"profile": profile, "out_dir": str(stage), **(parameters or {})}
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), kernel_name=kernel_name,
+                            progress_bar=progress, log_output=False)
+    except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+        keep = out_dir / "failed" / nb.name
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        if executed.is_file():
+            os.replace(executed, keep)
+        shutil.rmtree(stage, ignore_errors=True)
+        msg = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', str(e))}".strip()
+        raise NotebookFailed(nb.name, msg, str(keep) if keep.is_file() else None) from e
+    if html:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_filename(str(executed))
+        (stage / f"{nb.stem}.html").write_text(body)
+    files = _merge(stage, out_dir)
+    shutil.rmtree(stage, ignore_errors=True)
+    (out_dir / "failed" / nb.name).unlink(missing_ok=True)
+    return NotebookResult(nb.stem, time.time() - t0, files)
+
+
+# The numbers reports/README.md shows first for each notebook (others follow in the per-notebook JSON).
+KEY_METRICS = {
+    "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "attack_success", "text_read_top1", "gender_top1",
+           "occupation_top1", "pretrain_seconds"],
+}
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict | None = None) -> Path:
+    """reports/README.md: one table per metrics JSON, key numbers first."""
+    out_dir = Path(out_dir)
+    lines = ["# clipwb reports", "",
+             "Written by `python -m clipwb report` (the README's main command); do not edit by hand.", ""]
+    if profile:
+        lines += [f"Profile: `{profile}`. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+    for mf in sorted((out_dir / "metrics").glob("*.json")):
+        data = json.loads(mf.read_text())
+        nn = mf.stem[:2]
+        keys = [k for k in KEY_METRICS.get(nn, []) if k in data]
+        keys += [k for k in sorted(data) if k not in keys and isinstance(data[k], (int, float, str, bool))]
+        lines += [f"## {mf.stem}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(data[k])} |" for k in keys]
+        extra = []
+        if (out_dir / f"{mf.stem}.html").is_file():
+            extra.append(f"[notebook (HTML)]({mf.stem}.html)")
+        figs = sorted((out_dir / "figures").glob(f"{nn}_*.png"))
+        extra += [f"[{f.stem}](figures/{f.name})" for f in figs]
+        if timings and mf.stem in timings:
+            extra.append(f"ran in {timings[mf.stem]:.0f} s")
+        lines += ["", " · ".join(extra), ""]
+    return atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
+
+
+def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "full", only: list[str] | None = None,
+                nb_dir: str | Path = NOTEBOOK_DIR, parameters: dict | None = None, html: bool = True,
+                progress: bool = True) -> list[NotebookResult]:
+    """Execute the notebooks in order; stop at the first failure (NotebookFailed)."""
+    check_profile(profile)
+    out_dir = Path(out_dir).resolve()
+    nbs = list_notebooks(nb_dir, only)
+    if not nbs:
+        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {nb_dir}")
+    results = []
+    for nb in nbs:
+        print(f"[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
+        res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
+        results.append(res)
+        print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s", file=sys.stderr, flush=True)
+    timings = {r.name: r.seconds for r in results}
+    write_summary(out_dir, profile, timings)
+    return results

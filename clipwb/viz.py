@@ -1,0 +1,111 @@
+"""Matplotlib figures of the workbench. Every function returns the Figure and, given ``save``, also writes a
+PNG there (parent folders created), so notebooks display it and reports/ keeps it."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "inline", "widget",
+                                            "ipympl", "module://ipympl.backend_nbagg"):
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, save):
+    if save:
+        save = Path(save)
+        save.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def image_grid(images: np.ndarray, titles=None, ncol: int = 8, scale: float = 1.3, save=None, suptitle=None):
+    """A grid of uint8 images (n, H, W, 3) with optional per-image titles."""
+    n = len(images)
+    nrow = max(1, int(np.ceil(n / ncol)))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * scale, nrow * scale * (1.18 if titles else 1.0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def manifest_stats(records: list[dict], keys=("kind", "class_name", "background", "color", "text_font",
+                                              "occupation"), save=None):
+    """Bar charts of how often each value of each manifest field occurs (None values left out)."""
+    keys = [k for k in keys if any(r.get(k) is not None for r in records)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        cnt = Counter(str(r[k]) for r in records if r.get(k) is not None)
+        names = sorted(cnt)
+        ax.bar(range(len(names)), [cnt[v] for v in names], color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+        ax.set_title(k)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def pretrain_curves(log: dict, save=None):
+    """Loss and logit scale per step, and held-out zero-shot accuracies at each evaluation."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    steps = np.asarray(log["step"])
+    loss = np.asarray(log["loss"])
+    axes[0].plot(steps, loss, lw=0.5, alpha=0.4, color="tab:blue")
+    k = max(1, len(loss) // 50)
+    if len(loss) > k:
+        axes[0].plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color="tab:blue")
+    axes[0].set(title="contrastive loss (ClipLoss)", xlabel="step")
+    axes[1].plot(steps, log["logit_scale"], color="tab:orange")
+    axes[1].set(title="logit scale exp(s)", xlabel="step")
+    ev = log.get("eval", [])
+    if ev:
+        x = [e["step"] for e in ev]
+        for key, lab in [("zero_shot_clean_top1", "clean objects"), ("zero_shot_typo_top1", "typographic (true)"),
+                         ("attack_success", "typographic (written)"), ("text_read_top1", "text alone"),
+                         ("gender_top1", "gender"), ("occupation_top1", "occupation")]:
+            axes[2].plot(x, [e[key] for e in ev], marker="o", ms=3, label=lab)
+        axes[2].set(title="zero-shot top-1 (val)", xlabel="step", ylim=(0, 1))
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def confusion_matrix(true, pred, classes, title="zero-shot confusion", save=None, normalize: bool = True):
+    from sklearn.metrics import confusion_matrix as sk_cm
+
+    cm = sk_cm(true, pred, labels=list(range(len(classes)))).astype(float)
+    if normalize:
+        cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(len(classes)), classes, rotation=70, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def accuracy_bars(values: dict[str, float], title: str = "", ylabel: str = "top-1", save=None, ref=None):
+    """Bars for named fractions; ``ref`` draws a dashed reference line (e.g. a target)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(values), 3.4))
+    names = list(values)
+    bars = ax.bar(names, [values[n] for n in names], color=plt.cm.tab10(np.arange(len(names)) % 10))
+    for b, n in zip(bars, names):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{values[n]:.2f}", ha="center", fontsize=8)
+    if ref is not None:
+        ax.axhline(ref, ls="--", color="gray")
+    ax.set(ylim=(0, 1.08), ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.tight_layout()
+    return _save(fig, save)

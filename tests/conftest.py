@@ -1,0 +1,25 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Offline by construction: no test may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own clipwb cache dir, so nothing is written to ~/.cache."""
+    monkeypatch.setenv("CLIPWB_CACHE", str(tmp_path / "clipwb-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The shipped pretrained tiny CLIP (loaded once per session)."""
+    from clipwb.models import load_model
+
+    return load_model("tiny", "cpu", train_if_missing=False, progress=False)

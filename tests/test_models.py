@@ -1,0 +1,138 @@
+import json
+import time
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipwb.evaluation.zeroshot import images_to_tensor
+from clipwb.models import (ModelSpecError, WeightsNotCachedError, load_model, parse_spec, save_model,
+                           save_state_dict, tiny_weights_path)
+from clipwb.models.loading import WEIGHTS_DIR
+from clipwb.training.pretrain import pretrain_config
+from clipwb.world import World
+
+
+@pytest.mark.parametrize("spec, kind", [
+    ("tiny", "tiny"), ("ViT-B-32:openai", "tag"), ("ViT-B-32:/ckpt/a.pt", "file"), ("/ckpt/model.safetensors", "file"),
+    ("local-dir:/some/dir", "local-dir"), ("RN50:openai", "tag"),
+])
+def test_parse_spec_kinds(spec, kind):
+    assert parse_spec(spec)[0] == kind
+
+
+@pytest.mark.parametrize("spec", ["", "   ", "resnet", "NoSuchModel:openai", "ViT-B-32:no_such_tag"])
+def test_bad_specs_fail_clearly(spec):
+    with pytest.raises(ModelSpecError):
+        load_model(spec, "cpu")
+
+
+def test_default_tiny_weights_ship_with_the_package(tiny):
+    path, exists = tiny_weights_path()
+    assert exists and path.parent == WEIGHTS_DIR
+    assert tiny.weights == str(path) and not tiny.model.training
+    assert path.with_suffix(".json").is_file(), "the pretraining log ships beside the weights"
+
+
+def test_fast_tensor_path_equals_open_clip_preprocess(tiny):
+    img, _ = World().sample(3, "test", "object")
+    a = tiny.preprocess(img).unsqueeze(0)
+    b = images_to_tensor(np.asarray(img)[None], tiny.model)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_tokenizer_context_length_matches_config(tiny):
+    assert tiny.tokenizer(["a photo of a star."]).shape == (1, 24)
+
+
+def test_saved_model_loads_unchanged_in_open_clip_and_clipwb(tiny, tmp_path):
+    x = images_to_tensor(World().generate(4, "test").images, tiny.model)
+    t = tiny.tokenizer(["a star.", "a moon."])
+    with torch.no_grad():
+        ref_i, ref_t = tiny.model.encode_image(x), tiny.model.encode_text(t)
+    weights = save_model(tiny.model, tmp_path / "ft", tiny.name)
+    # open_clip itself, both ways
+    m1, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'ft'}")
+    m2, _, _ = open_clip.create_model_and_transforms(tiny.name, pretrained=str(weights))
+    # clipwb specs: local-dir, bare file with its config beside it, NAME:path, a torch .pt checkpoint
+    pt = save_state_dict(tiny.model, tmp_path / "ckpt.pt")
+    loaded = [load_model(s, "cpu").model for s in
+              (f"local-dir:{tmp_path / 'ft'}", str(weights), f"{tiny.name}:{weights}", f"{tiny.name}:{pt}")]
+    for m in [m1, m2] + loaded:
+        m.eval()
+        with torch.no_grad():
+            assert torch.equal(m.encode_image(x), ref_i)
+            assert torch.equal(m.encode_text(t), ref_t)
+
+
+def test_pt_checkpoint_loads_with_weights_only(tiny, tmp_path):
+    pt = save_state_dict(tiny.model, tmp_path / "ckpt.pt")
+    sd = torch.load(pt, weights_only=True)
+    assert set(sd) == set(tiny.model.state_dict())
+
+
+def test_bare_checkpoint_without_config_asks_for_the_architecture(tiny, tmp_path):
+    pt = save_state_dict(tiny.model, tmp_path / "x.pt")
+    with pytest.raises(ModelSpecError, match="which architecture"):
+        load_model(str(pt), "cpu")
+    with pytest.raises(ModelSpecError, match="does not exist"):
+        load_model(f"{tiny.name}:{tmp_path / 'missing.pt'}", "cpu")
+
+
+def test_uncached_openai_weights_fail_in_under_a_second(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsNotCachedError) as err:
+        load_model("ViT-B-32:openai", "cpu", cache=str(tmp_path / "empty"))
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(err.value)
+    assert "not in the local cache" in msg and "create_model_and_transforms('ViT-B-32', pretrained='openai')" in msg
+
+
+def _fake_tag(monkeypatch, tag, cfg):
+    from open_clip import pretrained
+
+    table = dict(pretrained._PRETRAINED["clipwb-tiny"]) if "clipwb-tiny" in pretrained._PRETRAINED else {}
+    table[tag] = pretrained._pcfg(**cfg) if hasattr(pretrained, "_pcfg") else cfg
+    monkeypatch.setitem(pretrained._PRETRAINED, "clipwb-tiny", table)
+
+
+def test_name_tag_resolves_from_a_local_hf_cache(tiny, tmp_path, monkeypatch):
+    """A NAME:TAG whose weights sit in a Hugging Face cache layout loads without any network access."""
+    _fake_tag(monkeypatch, "fakehub", {"hf_hub": "clipwb/tiny-test/"})
+    snap = tmp_path / "hub" / "models--clipwb--tiny-test" / "snapshots" / "0123abcd"
+    save_state_dict(tiny.model, snap / "open_clip_model.safetensors")
+    (tmp_path / "hub" / "models--clipwb--tiny-test" / "refs").mkdir()
+    (tmp_path / "hub" / "models--clipwb--tiny-test" / "refs" / "main").write_text("0123abcd")
+    lm = load_model("clipwb-tiny:fakehub", "cpu", cache=str(tmp_path / "hub"))
+    assert lm.weights.endswith("open_clip_model.safetensors")
+    for a, b in zip(lm.model.state_dict().values(), tiny.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_name_tag_resolves_from_the_open_clip_url_cache(tiny, tmp_path, monkeypatch):
+    _fake_tag(monkeypatch, "fakeurl", {"url": "https://example.invalid/weights/tiny-test.pt"})
+    save_state_dict(tiny.model, tmp_path / "urlcache" / "tiny-test.pt")
+    lm = load_model("clipwb-tiny:fakeurl", "cpu", cache=str(tmp_path / "urlcache"))
+    assert lm.weights == str(tmp_path / "urlcache" / "tiny-test.pt")
+
+
+def test_tiny_is_trained_on_first_use_then_cached(tmp_path, monkeypatch):
+    cfg = pretrain_config("quick")
+    cache = tmp_path / "cache"
+    path, exists = tiny_weights_path(cfg, cache)
+    assert not exists
+    lm = load_model("tiny", "cpu", cache=str(cache), pretrain_cfg=cfg, progress=False)
+    assert lm.weights == str(path) and path.is_file()
+    log = json.loads(path.with_suffix(".json").read_text())
+    assert log["config"]["steps"] == cfg.steps and "final" in log
+    # second use: loads, does not retrain
+    import clipwb.training.pretrain as pt
+
+    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: pytest.fail("retrained although cached"))
+    assert load_model("tiny", "cpu", cache=str(cache), pretrain_cfg=cfg).weights == str(path)
+    # a missing config with training disabled is a clear error
+    with pytest.raises(WeightsNotCachedError, match="python -m clipwb pretrain"):
+        load_model("tiny", "cpu", cache=str(tmp_path / "other"), pretrain_cfg=pretrain_config("quick", seed=5),
+                   train_if_missing=False)

@@ -1,0 +1,44 @@
+"""End to end: every notebook runs headless under papermill in the quick profile and records its metrics."""
+import json
+
+import nbformat
+import pytest
+
+from clipwb.reports import NOTEBOOK_DIR, list_notebooks, run_notebook
+
+NOTEBOOKS = list_notebooks()
+
+# what each notebook must record (fractions in [0, 1] unless named *_seconds)
+REQUIRED = {
+    "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "gender_top1", "occupation_top1", "pretrain_seconds"],
+}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_thin_and_committed_without_outputs(nb):
+    book = nbformat.read(nb, as_version=4)
+    tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "profile" in tagged[0].source and "out_dir" in tagged[0].source
+    for c in book.cells:
+        if c.cell_type == "code":
+            assert not c.outputs and c.execution_count is None, f"{nb.name}: committed outputs"
+            assert "def " not in c.source and "class " not in c.source, f"{nb.name}: logic belongs in clipwb"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_quick_profile(nb, tmp_path):
+    res = run_notebook(nb, tmp_path, "quick", html=True, progress=False)
+    metrics = json.loads((tmp_path / "metrics" / f"{nb.stem}.json").read_text())
+    assert metrics["profile"] == "quick"
+    for key in REQUIRED.get(nb.name[:2], []):
+        v = metrics[key]
+        assert isinstance(v, (int, float)), (key, v)
+        assert v > 0 if key.endswith("_seconds") else 0.0 <= v <= 1.0, (key, v)
+    assert (tmp_path / f"{nb.stem}.html").is_file()
+    assert list((tmp_path / "figures").glob(f"{nb.name[:2]}_*.png"))
+    assert res.seconds > 0
+    assert str(NOTEBOOK_DIR) not in str(tmp_path)

@@ -1,0 +1,66 @@
+import json
+
+import nbformat
+import pytest
+
+from clipwb.reports import NotebookFailed, list_notebooks, run_reports, write_metrics, write_summary
+
+
+def _nb(path, body):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('profile = "full"\nout_dir = "."', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+GOOD = ("from clipwb import reports\n"
+        "reports.write_metrics(out_dir, '{name}', {{'value': 0.5, 'profile': profile}})\n"
+        "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+        "fig = plt.figure(); plt.plot([0, 1]); fig.savefig(reports.figure_path(out_dir, '{nn}_line'))")
+
+
+def test_runner_executes_in_order_and_a_failure_keeps_earlier_reports(tmp_path):
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _nb(nbs / "00_first.ipynb", GOOD.format(name="00_first", nn="00"))
+    _nb(nbs / "01_second.ipynb", GOOD.format(name="01_second", nn="01"))
+    (nbs / "notes.ipynb").write_text("{}")  # not NN_*: ignored
+    assert [p.name for p in list_notebooks(nbs)] == ["00_first.ipynb", "01_second.ipynb"]
+    res = run_reports(out, "quick", nb_dir=nbs, progress=False)
+    assert [r.name for r in res] == ["00_first", "01_second"]
+    for f in ["00_first.ipynb", "00_first.html", "metrics/00_first.json", "figures/00_line.png",
+              "01_second.html", "README.md"]:
+        assert (out / f).is_file(), f
+    assert json.loads((out / "metrics/01_second.json").read_text()) == {"profile": "quick", "value": 0.5}
+    assert "| value | 0.500 |" in (out / "README.md").read_text()
+    before = (out / "metrics/01_second.json").read_text()
+
+    # now the second notebook breaks: the run stops with its name and error, earlier reports stay intact
+    _nb(nbs / "01_second.ipynb", "reports_written_partly = open(out_dir + '/metrics_partial.json', 'w')\n"
+                                 "raise RuntimeError('deliberate failure in cell 2')")
+    with pytest.raises(NotebookFailed) as err:
+        run_reports(out, "quick", nb_dir=nbs, progress=False)
+    assert err.value.notebook == "01_second.ipynb" and "deliberate failure" in err.value.error
+    assert (out / "metrics/01_second.json").read_text() == before
+    assert not (out / "metrics_partial.json").exists()
+    assert (out / "failed" / "01_second.ipynb").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".stage-")]
+
+
+def test_unknown_profile_and_missing_notebook():
+    with pytest.raises(ValueError, match="unknown profile"):
+        run_reports("/tmp/never", "medium")
+    with pytest.raises(ValueError, match="no notebook matches"):
+        list_notebooks(only=["99"])
+
+
+def test_metrics_are_written_atomically_as_json(tmp_path):
+    import numpy as np
+
+    write_metrics(tmp_path, "00_x", {"a": np.float32(0.25), "b": float("nan"), "c": np.arange(2)})
+    data = json.loads((tmp_path / "metrics/00_x.json").read_text())
+    assert data == {"a": 0.25, "b": None, "c": [0, 1]}
+    assert not [p for p in (tmp_path / "metrics").iterdir() if p.suffix == ".tmp"]
+    write_summary(tmp_path)
+    assert "## 00_x" in (tmp_path / "README.md").read_text()

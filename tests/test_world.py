@@ -1,0 +1,137 @@
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipwb.world import KINDS, OBJECT_CLASSES, OBJECT_COLORS, OCCUPATIONS, STEREOTYPE, World, WorldConfig
+from clipwb.world.shapes import draw_shape_mask
+
+
+def _digest(batch):
+    return hashlib.sha256(batch.images.tobytes()).hexdigest()
+
+
+def test_at_least_16_distinct_classes():
+    assert len(set(OBJECT_CLASSES)) >= 16
+
+
+def test_same_seed_same_bytes_and_different_seed_differs():
+    a = World(seed=3).generate(64, "train")
+    b = World(seed=3).generate(64, "train")
+    c = World(seed=4).generate(64, "train")
+    assert _digest(a) == _digest(b)
+    assert a.records == b.records
+    assert _digest(a) != _digest(c)
+
+
+def test_single_image_regenerates_alone_and_parallel_equals_serial():
+    w = World(seed=1)
+    batch = w.generate(2100, "val", workers=2)
+    serial = w.generate(2100, "val", workers=1)
+    assert _digest(batch) == _digest(serial)
+    img, rec = w.sample(1234, "val")
+    assert np.array_equal(np.asarray(img), batch.images[1234])
+    assert rec == batch.records[1234]
+
+
+def test_every_kind_and_image_size_parameter():
+    w = World(image_size=96)
+    for kind in KINDS:
+        img, rec = w.sample(5, "test", kind)
+        assert img.size == (96, 96) and rec["kind"] == kind and rec["caption"]
+
+
+def test_object_manifest_is_faithful_to_pixels():
+    """Re-drawing the shape from the recorded factors covers pixels of exactly the recorded colour."""
+    w = World()
+    batch = w.generate(64, "test", "object")
+    for img, r in zip(batch.images, batch.records):
+        S = img.shape[0]
+        mask = Image.new("L", (S, S), 0)
+        draw_shape_mask(mask, r["class_name"], r["x"] * S, r["y"] * S, r["size"] * S, r["rotation"])
+        inside = np.asarray(mask) > 0
+        colour = np.asarray(OBJECT_COLORS[r["color"]])
+        frac = (np.abs(img[inside].astype(int) - colour).sum(-1) <= 3).mean()
+        assert frac > 0.97, (r, frac)
+        assert OBJECT_CLASSES[r["label"]] == r["class_name"]
+
+
+def test_written_word_manifest_matches_image():
+    """A typographic image equals the clean image of the same index outside the recorded text box, differs
+    inside it, and the written word is a different class (same class for object_text)."""
+    w = World()
+    clean = w.generate(48, "test", "object")
+    typo = w.generate(48, "test", "typographic")
+    own = w.generate(48, "test", "object_text")
+    for c, t, rc, rt, ro in zip(clean.images, typo.images, clean.records, typo.records, own.records):
+        assert rt["text"] in OBJECT_CLASSES and rt["text"] != rt["class_name"]
+        assert rt["written_label"] == OBJECT_CLASSES.index(rt["text"])
+        assert ro["text"] == ro["class_name"]
+        assert {k: rc[k] for k in ("class_name", "x", "y", "color")} == {k: rt[k] for k in ("class_name", "x", "y", "color")}
+        diff = np.abs(c.astype(int) - t.astype(int)).sum(-1) > 0
+        box = np.zeros_like(diff)
+        x0, y0 = max(rt["text_x"] - 1, 0), max(rt["text_y"] - 1, 0)
+        box[y0:rt["text_y"] + rt["text_h"] + 2, x0:rt["text_x"] + rt["text_w"] + 2] = True
+        assert diff.any() and not (diff & ~box).any()
+
+
+def test_eval_splits_are_balanced_and_train_is_biased():
+    w = World()
+    test = w.generate(16 * 8, "test", "object")
+    counts = np.bincount(test.labels("class_name", OBJECT_CLASSES), minlength=16)
+    assert (counts == 8).all()
+    port = w.generate(120, "test", "portrait")
+    cells = {(r["gender"], r["occupation"]) for r in port.records}
+    assert len(cells) == 2 * len(OCCUPATIONS)
+    assert np.mean([r["stereotypical"] for r in port.records]) == pytest.approx(0.5)
+    train = World(gender_occupation_bias=0.8).generate(3000, "train", "portrait")
+    share = np.mean([STEREOTYPE[r["occupation"]] == r["gender"] for r in train.records])
+    assert 0.76 < share < 0.84
+    assert np.mean([r["stereotypical"] for r in World(gender_occupation_bias=0.5).generate(3000, "train", "portrait").records]) < 0.55
+
+
+def test_pretraining_mixture_shares():
+    recs = World().generate(3000, "train").records
+    share = {k: np.mean([r["kind"] == k for r in recs]) for k in ("object", "object_text", "text", "portrait")}
+    cfg = WorldConfig()
+    for k, want in [("object", cfg.mix_object), ("object_text", cfg.mix_object_text), ("text", cfg.mix_text),
+                    ("portrait", cfg.mix_portrait)]:
+        assert abs(share[k] - want) < 0.03, (k, share[k], want)
+
+
+def test_splits_share_no_image():
+    w = World()
+    tr = {hashlib.md5(x.tobytes()).hexdigest() for x in w.generate(600, "train").images}
+    te = {hashlib.md5(x.tobytes()).hexdigest() for x in w.generate(600, "test").images}
+    assert not tr & te
+
+
+def test_captions_name_the_recorded_factors():
+    for r in World().generate(300, "train").records:
+        if r["kind"] in ("object", "object_text"):
+            assert r["class_name"] in r["caption"]
+        elif r["kind"] == "text":
+            assert r["text"] in r["caption"]
+        else:
+            assert r["gender"] in r["caption"] or r["occupation"] in r["caption"] or \
+                {"man": "male", "woman": "female"}[r["gender"]] in r["caption"]
+        assert " a a" not in r["caption"] and " a o" not in r["caption"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(mix_object=0.9), "sum to 1"),
+    (dict(image_size=16), "image_size"),
+    (dict(gender_occupation_bias=1.5), "gender_occupation_bias"),
+])
+def test_bad_world_config(bad, match):
+    with pytest.raises(ValueError, match=match):
+        WorldConfig(**bad)
+
+
+def test_bad_split_and_kind():
+    w = World()
+    with pytest.raises(ValueError, match="unknown split"):
+        w.sample(0, "holdout")
+    with pytest.raises(ValueError, match="unknown kind"):
+        w.sample(0, "test", "photo")

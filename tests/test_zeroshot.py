@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from clipwb.evaluation.zeroshot import class_text_features, top1, world_zero_shot_suite, zero_shot_logits
+from clipwb.world import World
+
+
+def test_top1_counts_matches():
+    logits = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert top1(logits, [0, 1, 1]) == pytest.approx(2 / 3)
+
+
+def test_class_features_are_normalised_template_means_and_cache_invalidates(tiny):
+    m, tok = tiny.model, tiny.tokenizer
+    classes, templates = ["star", "moon"], ("a photo of a {}.", "a {}.")
+    f = class_text_features(m, tok, classes, templates)
+    assert f.shape[0] == 2 and torch.allclose(f.norm(dim=-1), torch.ones(2), atol=1e-5)
+    with torch.no_grad():
+        t = torch.nn.functional.normalize(m.encode_text(tok(["a photo of a star.", "a star."])), dim=-1)
+    assert torch.allclose(f[0], torch.nn.functional.normalize(t.mean(0), dim=0), atol=1e-5)
+    assert class_text_features(m, tok, classes, templates) is f  # cached
+    import copy
+
+    m2 = copy.deepcopy(m)
+    before = class_text_features(m2, tok, classes, templates)
+    with torch.no_grad():
+        m2.text_projection.mul_(-1)  # an in-place update, as an optimiser makes
+    after = class_text_features(m2, tok, classes, templates)
+    assert torch.allclose(after, -before, atol=1e-5)
+
+
+def test_shipped_tiny_clip_meets_the_issue_targets(tiny):
+    """The pretrained tiny CLIP recognises objects, reads (and so is fooled), and reads portrait cues."""
+    res = world_zero_shot_suite(tiny.model, tiny.tokenizer, World(seed=123), n=512, split="test")
+    assert res["zero_shot_clean_top1"] >= 0.90
+    assert res["zero_shot_typo_top1"] <= 0.50
+    assert res["attack_success"] > 0.3  # the errors go to the written word: it reads
+    assert res["gender_top1"] >= 0.85 and res["occupation_top1"] >= 0.85
+
+
+def test_zero_shot_logits_accept_precomputed_features(tiny):
+    data = World().generate(8, "test", "object")
+    a = zero_shot_logits(tiny.model, tiny.tokenizer, data.images, World.classes)
+    from clipwb.evaluation.zeroshot import encode_images
+
+    b = zero_shot_logits(tiny.model, tiny.tokenizer, None, World.classes,
+                         image_features=encode_images(tiny.model, data.images))
+    assert torch.allclose(a, b, atol=1e-6) and a.shape == (8, 16)
+    assert np.isfinite(a.numpy()).all()
