@@ -59,7 +59,10 @@ def write_metrics(out_dir: str | Path, name: str, metrics: dict) -> Path:
 
 
 def figure_path(out_dir: str | Path, name: str) -> Path:
-    return Path(out_dir) / "figures" / f"{name}.png"
+    """``out_dir/figures/<name>.png`` (folder created)."""
+    path = Path(out_dir) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def list_notebooks(nb_dir: str | Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:

@@ -47,3 +47,24 @@ def test_unknown_override_is_rejected():
         pretrain_config("full", learning_rate=1.0)
     with pytest.raises(ValueError, match="unknown pretraining profile"):
         pretrain_config("huge")
+
+
+def test_batch_schedule_reads_first_then_plain_epochs():
+    import numpy as np
+
+    from clipwb.training.pretrain import batch_schedule
+
+    cfg = pretrain_config("full", n_images=400, steps=30, batch_size=20, early_steps=5, early_text_share=0.5)
+    kinds = np.array(["text" if i % 4 == 0 else "object" for i in range(400)])
+    b = batch_schedule(cfg, kinds, np.random.default_rng(0))
+    for step in range(cfg.steps):
+        idx = b(step)
+        assert len(idx) == 20 and idx.min() >= 0 and idx.max() < 400
+        share = (kinds[idx] == "text").mean()
+        if step < 5:
+            assert share >= 0.5
+    # after the curriculum, batches walk through a permutation: the first 400 plain draws cover every image
+    plain = np.concatenate([b(s) for s in range(5, 30)])
+    assert len(np.unique(plain)) > 0.85 * 400
+    again = batch_schedule(cfg, kinds, np.random.default_rng(0))
+    assert all(np.array_equal(b(s), again(s)) for s in range(cfg.steps))

@@ -76,6 +76,18 @@ def test_written_word_manifest_matches_image():
         assert diff.any() and not (diff & ~box).any()
 
 
+def test_control_word_is_no_class_name_and_drawn_like_the_attack():
+    from clipwb.world import CONTROL_WORDS
+
+    w = World()
+    for i in range(40):
+        _, rt = w.sample(i, "test", "typographic")
+        _, rc = w.sample(i, "test", "typographic_control")
+        assert rc["text"] in CONTROL_WORDS and rc["text"] not in OBJECT_CLASSES and rc["written_label"] == -1
+        assert (rc["text_font"], rc["text_fill"], rc["text_stroke"]) == (rt["text_font"], rt["text_fill"],
+                                                                        rt["text_stroke"])
+
+
 def test_eval_splits_are_balanced_and_train_is_biased():
     w = World()
     test = w.generate(16 * 8, "test", "object")

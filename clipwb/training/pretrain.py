@@ -26,33 +26,51 @@ from ..world import World, WorldConfig
 class PretrainConfig:
     model_name: str = "clipwb-tiny"
     world: WorldConfig = field(default_factory=WorldConfig)
-    n_images: int = 120_000  # distinct world images generated once, then iterated in a seeded order
-    steps: int = 1600
+    n_images: int = 80_000  # distinct world images generated once, then iterated in a seeded order
+    steps: int = 1900
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     weight_decay: float = 0.1
     warmup: int = 100
     beta2: float = 0.98
+    # curriculum, reading first: in the first ``early_steps`` steps this share of each batch is word-alone images
+    early_steps: int = 500
+    early_text_share: float = 0.5
     seed: int = 0
     channels_last: bool = True
     # bf16 autocast: 2x faster on CPUs with AVX512-BF16/AMX (and on GPUs); fp32 master weights and optimiser
     autocast_bf16: bool = True
     # below: bookkeeping that does not change the weights (left out of the hash)
-    eval_every: int = 200
+    eval_every: int = 380
     eval_n: int = 256
     workers: int = 2
+    device: str | None = None  # None: cuda if available, else cpu
 
     def weights_hash(self, model_cfg: dict) -> str:
+        """The key of the cached / shipped weights: model config + every field that changes the weights.
+
+        Adding a field to PretrainConfig or WorldConfig changes this hash and so orphans the shipped weights:
+        add new fields to ``_OMIT_AT_DEFAULT`` below so that they count only when set to another value."""
         d = dataclasses.asdict(self)
-        for k in ("eval_every", "eval_n", "workers"):
+        for k, default in _OMIT_AT_DEFAULT.items():
+            if d.get(k) == default:
+                d.pop(k)
+        for k, default in _WORLD_OMIT_AT_DEFAULT.items():
+            if d["world"].get(k) == default:
+                d["world"].pop(k)
+        for k in ("eval_every", "eval_n", "workers", "device"):
             d.pop(k)
         return config_hash(model_cfg, d)
 
 
+# fields added after the shipped weights were trained: {name: value that reproduces the old behaviour}
+_OMIT_AT_DEFAULT: dict = {}
+_WORLD_OMIT_AT_DEFAULT: dict = {}
+
 PRETRAIN_PROFILES = {
     "full": {},
     # a seconds-long run for tests and smoke checks: same code path, far from the accuracy targets
-    "quick": {"n_images": 1024, "steps": 12, "batch_size": 32, "warmup": 2, "eval_every": 0},
+    "quick": {"n_images": 1024, "steps": 12, "batch_size": 32, "warmup": 2, "early_steps": 4, "eval_every": 0},
 }
 
 
@@ -83,6 +101,28 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * e / es)) * cfg.lr
 
 
+def batch_schedule(cfg: PretrainConfig, kinds: np.ndarray, rng: np.random.Generator):
+    """Seeded batch indices per step: epochs over permutations of the images, except that in the first
+    ``early_steps`` steps a share ``early_text_share`` of each batch comes from the word-alone images
+    (reading first: contrastive pretraining otherwise learns to read long after it learns shapes)."""
+    order = np.concatenate([rng.permutation(cfg.n_images) for _ in range(
+        math.ceil(cfg.steps * cfg.batch_size / cfg.n_images) + 1)])
+    text_pool = np.flatnonzero(kinds == "text")
+    n_early = int(round(cfg.batch_size * cfg.early_text_share)) if cfg.early_steps else 0
+    if n_early and len(text_pool) == 0:
+        raise ValueError("early_steps > 0 needs word-alone images: set world.mix_text > 0")
+    text_order = np.concatenate([rng.permutation(text_pool) for _ in range(
+        math.ceil(cfg.early_steps * n_early / max(len(text_pool), 1)) + 1)]) if n_early else text_pool
+
+    def batch_indices(step: int) -> np.ndarray:
+        k = n_early if step < cfg.early_steps else 0
+        pos = step * cfg.batch_size - min(step, cfg.early_steps) * n_early  # cursor into the plain order
+        return np.sort(np.concatenate([text_order[step * n_early:step * n_early + k],
+                                       order[pos:pos + cfg.batch_size - k]]))
+
+    return batch_indices
+
+
 def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | None = None):
     """Train the tiny CLIP from scratch; returns (model, log dict). Deterministic for a given config."""
     import open_clip
@@ -101,27 +141,29 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     tokens = tokenizer(data.column("caption"))
     t_data = time.time() - t_start
 
-    model = open_clip.create_model(cfg.model_name)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = open_clip.create_model(cfg.model_name, device=device)
+    tokens = tokens.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
-    order = np.concatenate([rng.permutation(cfg.n_images) for _ in range(
-        math.ceil(cfg.steps * cfg.batch_size / cfg.n_images) + 1)])
+    batch_indices = batch_schedule(cfg, np.array(data.column("kind")), rng)
     log = {"config": dataclasses.asdict(cfg), "step": [], "loss": [], "lr": [], "logit_scale": [],
            "eval": [], "data_seconds": t_data}
     t_train = time.time()
     bar = tqdm(range(cfg.steps), disable=not progress, desc="pretrain tiny CLIP")
     for step in bar:
-        idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+        idx = batch_indices(step)
+        tidx = torch.from_numpy(idx).to(device)
         x = images_to_tensor(data.images[idx], model)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
-            img_f, txt_f, scale = model(x, tokens[idx])
+            img_f, txt_f, scale = model(x, tokens[tidx])
         loss = loss_fn(img_f.float(), txt_f.float(), scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,7 +183,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     log["train_seconds"] = time.time() - t_train
     log["pretrain_seconds"] = time.time() - t_start
     model.eval()
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.to(memory_format=torch.contiguous_format).cpu()
     if log_path is not None:
         atomic_write_text(log_path, json.dumps(log, indent=1))
     return model, log

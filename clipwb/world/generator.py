@@ -5,6 +5,8 @@ Image kinds
   background texture varied;
 - ``object_text``: an object with its own class name written on it (as web images often are);
 - ``typographic``: an object with a *different* class name written on it (the attack; evaluation only);
+- ``typographic_control``: an object with a word that is no class name written on it, drawn like the attack
+  (evaluation only: the accuracy lost to occlusion alone, as opposed to reading);
 - ``text``: a word alone on a background, so that pretraining teaches the model to read;
 - ``portrait``: a cartoon face with a binary gender cue and an occupation hat (portraits.py).
 ``kind=None`` draws the kind from the pretraining mixture of the config.
@@ -29,7 +31,10 @@ from .shapes import OBJECT_CLASSES, draw_shape_mask
 from .text import DEFAULT_FONTS, render_text
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-KINDS = ("object", "object_text", "typographic", "text", "portrait")
+KINDS = ("object", "object_text", "typographic", "typographic_control", "text", "portrait")
+# words that are no class name: writing one measures how much of an attack is mere occlusion
+CONTROL_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
+                 "stop", "news", "gift", "zone")
 BACKGROUNDS = ("plain", "stripes", "checker", "dots", "noise", "gradient")
 OBJECT_COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (245, 220, 30), "green": (40, 170, 60),
@@ -43,14 +48,14 @@ class WorldConfig:
     image_size: int = 64
     seed: int = 0
     # pretraining mixture (kind=None): shares of object / object_text / text / portrait images
-    mix_object: float = 0.42
-    mix_object_text: float = 0.2
-    mix_text: float = 0.16
-    mix_portrait: float = 0.22
+    mix_object: float = 0.34
+    mix_object_text: float = 0.26
+    mix_text: float = 0.22
+    mix_portrait: float = 0.18
     gender_occupation_bias: float = 0.8  # P(occupation is its gender's stereotype) in the train split
     object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
     max_rotation: float = 25.0  # degrees
-    text_size: tuple[float, float] = (0.2, 0.32)  # font size as a fraction of the side
+    text_size: tuple[float, float] = (0.22, 0.36)  # font size as a fraction of the side
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
 
@@ -141,17 +146,19 @@ class World:
         bg, rec = _background(rng, S)
         img = Image.fromarray(bg)
         rec = {"index": int(index), "split": split, "kind": kind, **rec}
-        if kind in ("object", "object_text", "typographic"):
+        if kind in ("object", "object_text", "typographic", "typographic_control"):
             rec.update(self._draw_object(img, rng, index, split))
             if kind != "object":
                 trng = self._rng(split, index, 1)
                 if kind == "object_text":
                     word = rec["class_name"]
+                elif kind == "typographic_control":
+                    word = CONTROL_WORDS[int(trng.integers(len(CONTROL_WORDS)))]
                 else:  # a different class name, uniformly among the other 15
                     k = int(trng.integers(len(self.classes) - 1))
                     word = self.classes[k + (k >= rec["label"])]
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size))
-                rec["written_label"] = self.classes.index(word)
+                rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         elif kind == "text":
             word = self.classes[int(rng.integers(len(self.classes)))]
             rec.update(render_text(img, word, rng, fonts=c.fonts, size_frac=c.text_size))
@@ -196,7 +203,7 @@ class World:
     def _caption(self, r: dict, rng: np.random.Generator) -> str:
         pick = lambda opts: _articles(opts[int(rng.integers(len(opts)))])  # noqa: E731
         kind = r["kind"]
-        if kind in ("object", "object_text", "typographic"):
+        if kind in ("object", "object_text", "typographic", "typographic_control"):
             sz = (r["size_word"] + " ") if r["size_word"] else ""
             cap = pick([f"a photo of a {r['color']} {r['class_name']}.", f"a {r['class_name']}.",
                         f"a photo of a {r['class_name']}.", f"a {sz}{r['color']} {r['class_name']} on a "
@@ -208,7 +215,8 @@ class World:
         if kind == "text":
             w = r["text"]
             return pick([f"the word {w}.", f"a sign that says {w}.", f"{w}", f"the text {w} written in "
-                         f"{r['text_fill']}.", f"{w} in {r['text_fill']} letters.", f"a {w}."])
+                         f"{r['text_fill']}.", f"{w} in {r['text_fill']} letters.", f"a {w}.", f"a photo of a {w}.",
+                         f"a photo of the word {w}."])
         g, o = r["gender"], r["occupation"]
         u = rng.uniform()
         if u < 0.5:
