@@ -43,7 +43,10 @@ def test_fast_tensor_path_equals_open_clip_preprocess(tiny):
 
 
 def test_tokenizer_context_length_matches_config(tiny):
-    assert tiny.tokenizer(["a photo of a star."]).shape == (1, 24)
+    from clipwb.models import tiny_model_config
+
+    ctx = tiny_model_config()["text_cfg"]["context_length"]
+    assert tiny.tokenizer(["a photo of a star."]).shape == (1, ctx)
 
 
 def test_saved_model_loads_unchanged_in_open_clip_and_clipwb(tiny, tmp_path):

@@ -77,13 +77,13 @@ def test_written_word_manifest_matches_image():
 
 
 def test_control_word_is_no_class_name_and_drawn_like_the_attack():
-    from clipwb.world import CONTROL_WORDS
+    from clipwb.world import OTHER_WORDS
 
     w = World()
     for i in range(40):
         _, rt = w.sample(i, "test", "typographic")
-        _, rc = w.sample(i, "test", "typographic_control")
-        assert rc["text"] in CONTROL_WORDS and rc["text"] not in OBJECT_CLASSES and rc["written_label"] == -1
+        _, rc = w.sample(i, "test", "object_other_text")
+        assert rc["text"] in OTHER_WORDS and rc["text"] not in OBJECT_CLASSES and rc["written_label"] == -1
         assert (rc["text_font"], rc["text_fill"], rc["text_stroke"]) == (rt["text_font"], rt["text_fill"],
                                                                         rt["text_stroke"])
 
@@ -103,13 +103,19 @@ def test_eval_splits_are_balanced_and_train_is_biased():
     assert np.mean([r["stereotypical"] for r in World(gender_occupation_bias=0.5).generate(3000, "train", "portrait").records]) < 0.55
 
 
-def test_pretraining_mixture_shares():
-    recs = World().generate(3000, "train").records
-    share = {k: np.mean([r["kind"] == k for r in recs]) for k in ("object", "object_text", "text", "portrait")}
-    cfg = WorldConfig()
-    for k, want in [("object", cfg.mix_object), ("object_text", cfg.mix_object_text), ("text", cfg.mix_text),
-                    ("portrait", cfg.mix_portrait)]:
-        assert abs(share[k] - want) < 0.03, (k, share[k], want)
+@pytest.mark.parametrize("cfg", [WorldConfig(), WorldConfig(
+    mix_object=0.30, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22, mix_portrait=0.16,
+    text_other_share=0.25)], ids=["default", "with-unrelated-words"])
+def test_pretraining_mixture_shares(cfg):
+    from clipwb.world import MIX_KINDS
+
+    recs = World(cfg).generate(3000, "train").records
+    for k, want in zip(MIX_KINDS, cfg.mix_shares()):
+        share = np.mean([r["kind"] == k for r in recs])
+        assert abs(share - want) < 0.03, (k, share, want)
+    words = [r["text"] for r in recs if r["kind"] == "text"]
+    assert abs(np.mean([w not in OBJECT_CLASSES for w in words]) - cfg.text_other_share) < 0.06
+    assert all(r["text"] not in OBJECT_CLASSES for r in recs if r["kind"] == "object_other_text")
 
 
 def test_splits_share_no_image():
@@ -121,7 +127,7 @@ def test_splits_share_no_image():
 
 def test_captions_name_the_recorded_factors():
     for r in World().generate(300, "train").records:
-        if r["kind"] in ("object", "object_text"):
+        if r["kind"] in ("object", "object_text", "object_other_text"):
             assert r["class_name"] in r["caption"]
         elif r["kind"] == "text":
             assert r["text"] in r["caption"]

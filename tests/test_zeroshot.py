@@ -35,7 +35,10 @@ def test_shipped_tiny_clip_meets_the_issue_targets(tiny):
     res = world_zero_shot_suite(tiny.model, tiny.tokenizer, World(seed=123), n=512, split="test")
     assert res["zero_shot_clean_top1"] >= 0.90
     assert res["zero_shot_typo_top1"] <= 0.50
-    assert res["attack_success"] > 0.3  # the errors go to the written word: it reads
+    # it reads: errors go to the written word at twice chance or more (chance 1/15), a word alone is read
+    # far above chance (1/16), and a class word costs more than an unrelated word written the same way
+    assert res["attack_success"] >= 2 / 15 and res["text_read_top1"] >= 0.4
+    assert res["zero_shot_typo_top1"] < res["zero_shot_control_top1"]
     assert res["gender_top1"] >= 0.85 and res["occupation_top1"] >= 0.85
 
 

@@ -38,7 +38,7 @@ def images_to_tensor(images: np.ndarray, model) -> torch.Tensor:
     For square images this equals open_clip's eval preprocess (resize shortest side, centre crop, to tensor,
     normalise) up to the resampling filter; when H == S it is exact (a test checks it)."""
     mean, std, size = preprocess_stats(model)
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(model_device(model)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(model_device(model)).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
@@ -112,7 +112,7 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     classes = world.classes
     clean = world.generate(n, split, "object")
     typo = world.generate(n, split, "typographic")
-    ctrl = world.generate(n, split, "typographic_control")
+    ctrl = world.generate(n, split, "object_other_text")
     text = world.generate(max(n // 2, 16), split, "text")
     port = world.generate(max(n // 2, 24), split, "portrait")
     y = clean.labels("class_name", classes)

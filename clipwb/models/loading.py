@@ -267,11 +267,13 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
             raise WeightsNotCachedError(_not_cached_message(name, arg, cache))
     if name not in open_clip.list_models():
         raise ModelSpecError(f"unknown open_clip model {name!r} in spec {spec!r}; see open_clip.list_models()")
+    # a tag's own preprocessing (mean, std, interpolation, resize mode) and QuickGELU, as open_clip applies them
+    # when it resolves the tag itself
     pcfg = open_clip.get_pretrained_cfg(name, arg) if kind == "tag" else {}
-    force_pp = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg} or None
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=weights, device=device, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
-        force_preprocess_cfg=force_pp)
+        image_mean=pcfg.get("mean"), image_std=pcfg.get("std"), image_interpolation=pcfg.get("interpolation"),
+        image_resize_mode=pcfg.get("resize_mode"))
     model.eval()
     return LoadedModel(model, preprocess, open_clip.get_tokenizer(name), name, spec, weights, info)
 

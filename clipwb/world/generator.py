@@ -5,9 +5,11 @@ Image kinds
   background texture varied;
 - ``object_text``: an object with its own class name written on it (as web images often are);
 - ``typographic``: an object with a *different* class name written on it (the attack; evaluation only);
-- ``typographic_control``: an object with a word that is no class name written on it, drawn like the attack
-  (evaluation only: the accuracy lost to occlusion alone, as opposed to reading);
-- ``text``: a word alone on a background, so that pretraining teaches the model to read;
+- ``object_other_text``: an object with a word that is no class name ("hello", "taxi", ...) written on it, drawn
+  like the attack: the control of typographic evaluations, which separates what reading a *class* word costs
+  from the mere presence of text (and, optionally, unrelated text in pretraining as on web images);
+- ``text``: a word alone on a background, so that pretraining teaches the model to read (in ``train`` a share
+  ``text_other_share`` of these words is no class name; in eval splits they are class names, balanced);
 - ``portrait``: a cartoon face with a binary gender cue and an occupation hat (portraits.py).
 ``kind=None`` draws the kind from the pretraining mixture of the config.
 
@@ -31,9 +33,10 @@ from .shapes import OBJECT_CLASSES, draw_shape_mask
 from .text import DEFAULT_FONTS, render_text
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-KINDS = ("object", "object_text", "typographic", "typographic_control", "text", "portrait")
-# words that are no class name: writing one measures how much of an attack is mere occlusion
-CONTROL_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
+KINDS = ("object", "object_text", "typographic", "object_other_text", "text", "portrait")
+MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait")  # the pretraining mixture
+# words that are no class name (unrelated text on images, and the control of typographic evaluations)
+OTHER_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
                  "stop", "news", "gift", "zone")
 BACKGROUNDS = ("plain", "stripes", "checker", "dots", "noise", "gradient")
 OBJECT_COLORS: dict[str, tuple[int, int, int]] = {
@@ -50,8 +53,11 @@ class WorldConfig:
     # pretraining mixture (kind=None): shares of object / object_text / text / portrait images
     mix_object: float = 0.34
     mix_object_text: float = 0.26
+    # unrelated (non-class) words in pretraining: off by default, measured to hurt (see README)
+    mix_object_other_text: float = 0.0
     mix_text: float = 0.22
     mix_portrait: float = 0.18
+    text_other_share: float = 0.0  # share of word-alone train images whose word is no class name
     gender_occupation_bias: float = 0.8  # P(occupation is its gender's stereotype) in the train split
     object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
     max_rotation: float = 25.0  # degrees
@@ -59,8 +65,11 @@ class WorldConfig:
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
 
+    def mix_shares(self) -> tuple[float, ...]:
+        return (self.mix_object, self.mix_object_text, self.mix_object_other_text, self.mix_text, self.mix_portrait)
+
     def __post_init__(self):
-        shares = (self.mix_object, self.mix_object_text, self.mix_text, self.mix_portrait)
+        shares = self.mix_shares()
         if min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
             raise ValueError(f"mixture shares must be >= 0 and sum to 1, got {shares}")
         if self.image_size < 32:
@@ -132,8 +141,8 @@ class World:
     def kind_of(self, index: int, split: str = "train") -> str:
         c = self.config
         u = self._rng(split, index, 2).uniform()
-        cum = np.cumsum([c.mix_object, c.mix_object_text, c.mix_text, c.mix_portrait])
-        return ("object", "object_text", "text", "portrait")[int(np.searchsorted(cum, u, side="right").clip(0, 3))]
+        cum = np.cumsum(c.mix_shares())
+        return MIX_KINDS[int(np.searchsorted(cum, u, side="right").clip(0, len(MIX_KINDS) - 1))]
 
     def sample(self, index: int, split: str = "train", kind: str | None = None) -> tuple[Image.Image, dict]:
         """Image ``index`` of ``split`` as (PIL RGB image, record of its factors and caption)."""
@@ -146,23 +155,28 @@ class World:
         bg, rec = _background(rng, S)
         img = Image.fromarray(bg)
         rec = {"index": int(index), "split": split, "kind": kind, **rec}
-        if kind in ("object", "object_text", "typographic", "typographic_control"):
+        if kind in ("object", "object_text", "typographic", "object_other_text"):
             rec.update(self._draw_object(img, rng, index, split))
             if kind != "object":
                 trng = self._rng(split, index, 1)
                 if kind == "object_text":
                     word = rec["class_name"]
-                elif kind == "typographic_control":
-                    word = CONTROL_WORDS[int(trng.integers(len(CONTROL_WORDS)))]
+                elif kind == "object_other_text":
+                    word = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
                 else:  # a different class name, uniformly among the other 15
                     k = int(trng.integers(len(self.classes) - 1))
                     word = self.classes[k + (k >= rec["label"])]
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size))
                 rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         elif kind == "text":
-            word = self.classes[int(rng.integers(len(self.classes)))]
+            if split == "train":
+                other = c.text_other_share > 0 and rng.uniform() < c.text_other_share
+                pool = OTHER_WORDS if other else self.classes
+                word = pool[int(rng.integers(len(pool)))]
+            else:
+                word = self.classes[index % len(self.classes)]
             rec.update(render_text(img, word, rng, fonts=c.fonts, size_frac=c.text_size))
-            rec["written_label"] = self.classes.index(word)
+            rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         else:
             if split == "train":
                 gender = GENDERS[int(rng.integers(2))]
@@ -203,7 +217,7 @@ class World:
     def _caption(self, r: dict, rng: np.random.Generator) -> str:
         pick = lambda opts: _articles(opts[int(rng.integers(len(opts)))])  # noqa: E731
         kind = r["kind"]
-        if kind in ("object", "object_text", "typographic", "typographic_control"):
+        if kind in ("object", "object_text", "typographic", "object_other_text"):
             sz = (r["size_word"] + " ") if r["size_word"] else ""
             cap = pick([f"a photo of a {r['color']} {r['class_name']}.", f"a {r['class_name']}.",
                         f"a photo of a {r['class_name']}.", f"a {sz}{r['color']} {r['class_name']} on a "
