@@ -30,6 +30,8 @@ def with_overrides(cfg: T, overrides: dict[str, Any] | None = None, **kw) -> T:
         cur = getattr(cfg, k)
         if isinstance(cur, tuple) and isinstance(v, list):
             changes[k] = tuple(v)
+        elif dataclasses.is_dataclass(cur) and isinstance(v, dict):  # nested config, e.g. world: {seed: 1}
+            changes[k] = with_overrides(cur, v)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -68,3 +68,21 @@ def test_batch_schedule_reads_first_then_plain_epochs():
     assert len(np.unique(plain)) > 0.85 * 400
     again = batch_schedule(cfg, kinds, np.random.default_rng(0))
     assert all(np.array_equal(b(s), again(s)) for s in range(cfg.steps))
+
+
+def test_yaml_overrides_reach_nested_world_config(tmp_path):
+    import pytest
+
+    from clipwb.config import load_yaml
+    from clipwb.world import WorldConfig
+
+    f = tmp_path / "pre.yaml"
+    f.write_text("steps: 7\nworld:\n  seed: 3\n  text_size: [0.2, 0.3]\n")
+    cfg = load_yaml(pretrain_config("full"), f)
+    assert cfg.steps == 7 and isinstance(cfg.world, WorldConfig)
+    assert cfg.world.seed == 3 and cfg.world.text_size == (0.2, 0.3)
+    f.write_text("world:\n  colour: red\n")
+    with pytest.raises(ConfigError, match="unknown option"):
+        load_yaml(pretrain_config("full"), f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(pretrain_config("full"), tmp_path / "missing.yaml")

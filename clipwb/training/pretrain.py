@@ -50,7 +50,8 @@ class PretrainConfig:
         """The key of the cached / shipped weights: model config + every field that changes the weights.
 
         Adding a field to PretrainConfig or WorldConfig changes this hash and so orphans the shipped weights:
-        add new fields to ``_OMIT_AT_DEFAULT`` below so that they count only when set to another value."""
+        add new fields to ``_OMIT_AT_DEFAULT`` (``_WORLD_OMIT_AT_DEFAULT`` for the world) below so that they
+        count only when set to another value."""
         d = dataclasses.asdict(self)
         for k, default in _OMIT_AT_DEFAULT.items():
             if d.get(k) == default:
