@@ -153,3 +153,15 @@ def test_bad_split_and_kind():
         w.sample(0, "holdout")
     with pytest.raises(ValueError, match="unknown kind"):
         w.sample(0, "test", "photo")
+
+
+def test_manifest_csv_has_every_factor_of_every_image(tmp_path):
+    import csv
+
+    batch = World().generate(50, "train")
+    path = batch.to_csv(tmp_path / "m" / "manifest.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 50
+    for row, rec in zip(rows, batch.records):
+        for k, v in rec.items():
+            assert row[k] == str(v)

@@ -89,6 +89,20 @@ class WorldBatch:
     def column(self, key: str) -> list:
         return [r.get(key) for r in self.records]
 
+    def to_csv(self, path) -> "Path":
+        """Write the manifest (one row per image, every recorded factor a column) atomically."""
+        import csv
+        import io
+
+        from ..io import atomic_write_text
+
+        keys = list(dict.fromkeys(k for r in self.records for k in r))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.records)
+        return atomic_write_text(path, buf.getvalue())
+
     def labels(self, key: str, names: tuple[str, ...] | list[str]) -> np.ndarray:
         idx = {n: i for i, n in enumerate(names)}
         return np.array([idx[r[key]] for r in self.records], dtype=np.int64)
