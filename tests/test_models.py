@@ -22,7 +22,8 @@ def test_parse_spec_kinds(spec, kind):
     assert parse_spec(spec)[0] == kind
 
 
-@pytest.mark.parametrize("spec", ["", "   ", "resnet", "NoSuchModel:openai", "ViT-B-32:no_such_tag"])
+@pytest.mark.parametrize("spec", ["", "   ", "resnet", "NoSuchModel:openai", "ViT-B-32:no_such_tag",
+                                  "hf-hub:timm/vit_base_patch32_clip_224.openai", "local-dir:/no/such/dir"])
 def test_bad_specs_fail_clearly(spec):
     with pytest.raises(ModelSpecError):
         load_model(spec, "cpu")

@@ -119,7 +119,6 @@ def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False
     """Write the model's state dict where open_clip's ``load_checkpoint`` reads it (.safetensors or .pt),
     atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
@@ -127,7 +126,6 @@ def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False
 
         return atomic_write(path, lambda tmp: save_file(sd, tmp))
     return atomic_write(path, lambda tmp: torch.save(sd, tmp))
-    return path
 
 
 def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preprocess_cfg: dict | None = None) -> Path:
@@ -147,7 +145,6 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preproces
     pp = preprocess_cfg or dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     cfg = {"model_cfg": model_cfg, "preprocess_cfg": pp, "clipwb": {"model_name": name}}
     weights = save_state_dict(model, out_dir / "open_clip_model.safetensors")
-
     atomic_write_text(out_dir / "open_clip_config.json", json.dumps(cfg, indent=2, default=list))
     return weights
 
@@ -205,6 +202,9 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
         return "tiny", TINY_NAME, None
     if spec.startswith("local-dir:"):
         return "local-dir", None, spec[len("local-dir:"):]
+    if spec.startswith("hf-hub:"):
+        raise ModelSpecError(f"{spec!r}: hf-hub specs download at load time; download the repo once elsewhere and "
+                             f"pass it as 'local-dir:/folder', or use an open_clip NAME:TAG from the local HF cache")
     if spec.endswith(CKPT_SUFFIXES) and ":" not in spec.split("/")[0]:
         return "file", None, spec
     if ":" in spec:
