@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipwb.data.typographic import (REFERENCE_SIZE_FRAC, TypoRenderConfig, check_classes, draw_from_record,
+                                     make_attack)
+from clipwb.world import OBJECT_CLASSES, World
+
+CLASSES = ("golden retriever", "tabby cat", "great white shark", "sports car", "apple pie with ice cream", "pizza")
+
+
+def _img(size=224, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def test_same_seed_same_bytes_other_variant_differs():
+    a, ra = make_attack(_img(), 0, CLASSES, seed=0, image_id="img/001.jpg", variant=0)
+    b, rb = make_attack(_img(), 0, CLASSES, seed=0, image_id="img/001.jpg", variant=0)
+    c, rc = make_attack(_img(), 0, CLASSES, seed=0, image_id="img/001.jpg", variant=1)
+    assert a.tobytes() == b.tobytes() and ra == rb
+    assert a.tobytes() != c.tobytes()
+
+
+def test_written_word_is_another_class_and_the_record_redraws_the_image():
+    img = _img()
+    for v in range(12):
+        out, rec = make_attack(img, 2, CLASSES, seed=1, image_id=7, variant=v)
+        assert rec["written_label"] != 2 and rec["text"] == CLASSES[rec["written_label"]]
+        assert np.array_equal(np.asarray(draw_from_record(img, rec)), np.asarray(out))
+        assert np.asarray(img).shape == np.asarray(out).shape and out is not img
+
+
+def test_reference_recipe_sizes_scale_with_the_image_side():
+    for side in (224, 64):
+        lo, hi = (round(f * side) for f in REFERENCE_SIZE_FRAC)
+        sizes = [make_attack(_img(side), 0, ("ab", "cd"), seed=0, image_id=i, variant=0)[1]["text_size"]
+                 for i in range(40)]
+        assert min(sizes) >= max(lo, 6) and max(sizes) <= hi
+    # multi-word names follow the reference's line split: two lines, so the block is taller than one line
+    one = make_attack(_img(), 0, ("x", "pie"), seed=0, image_id=0, variant=0)[1]
+    two = make_attack(_img(), 0, ("x", "apple pie with ice cream"), seed=0, image_id=0, variant=0)[1]
+    assert two["text"] == "apple pie with ice cream"
+    assert two["text_size_drawn_from"] == one["text_size_drawn_from"] and two["text_size"] < two["text_size_drawn_from"]
+    assert two["text_h"] / two["text_size"] > 1.6 * one["text_h"] / one["text_size"]
+
+
+def test_works_on_world_images_with_any_ttf_path():
+    from clipwb.world.text import font_path
+
+    img, r = World().sample(0, "test", "object")
+    cfg = TypoRenderConfig(fonts=(font_path("DejaVuSerif-Bold.ttf"),), size_frac=(0.2, 0.3))
+    out, rec = make_attack(img, r["label"], OBJECT_CLASSES, seed=0, image_id=0, variant=0, cfg=cfg)
+    assert rec["text_font"] == "DejaVuSerif-Bold.ttf" and out.size == img.size
+
+
+@pytest.mark.parametrize("classes, match", [((), "at least two"), (("a", "b", "a"), "duplicate class names"),
+                                            (("a", " "), "empty class name")])
+def test_bad_class_lists(classes, match):
+    with pytest.raises(ValueError, match=match):
+        check_classes(classes)
+
+
+def test_bad_render_inputs():
+    with pytest.raises(FileNotFoundError, match="not found"):
+        TypoRenderConfig(fonts=("/no/such/font.ttf",))
+    with pytest.raises(ValueError, match="size_frac"):
+        TypoRenderConfig(size_frac=(0.3, 0.1))
+    with pytest.raises(ValueError, match="colors"):
+        TypoRenderConfig(colors=("white", "white"))
+    with pytest.raises(ValueError, match="does not fit"):
+        make_attack(_img(32), 0, ("a", "x" * 60), seed=0, image_id=0, variant=0)
+    with pytest.raises(ValueError, match="outside the class list"):
+        make_attack(_img(), 9, CLASSES, seed=0, image_id=0, variant=0)
