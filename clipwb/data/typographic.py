@@ -93,12 +93,13 @@ def rec_font(rec: dict, cfg: TypoRenderConfig) -> str:
 
 
 def draw_from_record(img: Image.Image, rec: dict) -> Image.Image:
-    """Redraw a record's text onto a copy of ``img``: the manifest alone reproduces the attacked image."""
+    """Redraw a record's text onto a copy of ``img``: the manifest alone reproduces the attacked image (a record
+    read from a CSV manifest works too: numbers may be strings, the font a bundled name)."""
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
-    f = load_font(rec["text_font_path"], int(rec["text_size"]))
+    f = load_font(font_path(rec.get("text_font_path") or rec["text_font"]), int(rec["text_size"]))
     body = split_lines(rec["text"])
     x0, y0, _, _ = draw.multiline_textbbox((0, 0), body, font=f, stroke_width=1, align="center")
-    draw.multiline_text((rec["text_x"] - x0, rec["text_y"] - y0), body, font=f, fill=TEXT_COLORS[rec["text_fill"]],
+    draw.multiline_text((int(rec["text_x"]) - x0, int(rec["text_y"]) - y0), body, font=f, fill=TEXT_COLORS[rec["text_fill"]],
                         stroke_width=1, stroke_fill=TEXT_COLORS[rec["text_stroke"]], align="center")
     return out

@@ -1,0 +1,254 @@
+"""Typographic dataset builders: k attacked variants per source image, written to disk with a manifest.
+
+Sources are the embedded world (``world_source``) or an image folder laid out as ``root/<class>/*.jpg|png``
+(``folder_source``; the layout of ImageNet-100 and Food-101, with an optional class-names file). Each source image
+gets ``k`` variants whose written class differs from the true class (``typographic.make_attack``), saved as PNG
+under ``out_dir/images``; the manifest (``out_dir/manifest.csv``) has one row per variant: source, true and
+written label, font, size, colours, position, seed, file.
+
+Building is resumable and idempotent: work is done in chunks, each chunk's images and manifest part are written
+atomically, a restarted build skips finished chunks, and a finished build (``done.json`` with the same config
+hash) returns at once. Corrupt or unreadable source images are skipped, counted and listed in the result.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..config import config_hash
+from ..io import atomic_write, atomic_write_text
+from .typographic import TypoRenderConfig, check_classes, make_attack
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MANIFEST_FIELDS = ("file", "source", "image_id", "variant", "true_label", "written_label", "text", "text_font",
+                   "text_size", "text_fill", "text_stroke", "text_x", "text_y", "text_w", "text_h", "seed")
+
+
+@dataclass(frozen=True)
+class TypoBuildConfig:
+    k: int = 1  # typographic variants per source image
+    seed: int = 0
+    image_size: int | None = None  # resize shortest side + centre crop (reference: 224); None keeps the size
+    chunk: int = 256  # source images per resumable chunk
+    render: TypoRenderConfig = field(default_factory=TypoRenderConfig)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1 typographic variants per image, got {self.k}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+
+@dataclass
+class SourceItem:
+    image_id: str
+    label: int
+    source: str  # a file path, or "world:<split>:<index>"
+    _image: Image.Image | None = None
+
+    def load(self) -> Image.Image:
+        if self._image is not None:
+            return self._image
+        with Image.open(self.source) as im:
+            return im.convert("RGB")
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    n_images: int
+    n_variants: int
+    skipped_corrupt: list[str]
+    build_seconds: float
+    resumed_chunks: int = 0
+    already_done: bool = False
+
+
+def world_source(world, n: int, split: str = "train") -> tuple[list[SourceItem], tuple[str, ...]]:
+    batch = world.generate(n, split, "object")
+    items = [SourceItem(f"world-{split}-{r['index']}", r["label"], f"world:{split}:{r['index']}",
+                        Image.fromarray(img)) for img, r in zip(batch.images, batch.records)]
+    return items, tuple(world.classes)
+
+
+def folder_source(root: str | Path, classes_file: str | Path | None = None) -> tuple[list[SourceItem], tuple[str, ...]]:
+    """``root/<class folder>/*.jpg|png``; class names are the folder names, or the lines of ``classes_file``
+    (one name per line, in sorted folder order, or ``folder<TAB>name`` lines)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist: expected root/<class>/<image>.jpg|png "
+                                f"(the ImageNet-100 / Food-101 layout)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise ValueError(f"{root} has no class folders: expected root/<class>/<image>.jpg|png")
+    names = [p.name for p in folders]
+    if classes_file is not None:
+        lines = [ln.rstrip("\n") for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
+        if all("\t" in ln for ln in lines):
+            mapping = dict(ln.split("\t", 1) for ln in lines)
+            missing = [f for f in names if f not in mapping]
+            if missing:
+                raise ValueError(f"{classes_file} names no class for folders {missing[:5]}")
+            names = [mapping[f] for f in names]
+        elif len(lines) == len(folders):
+            names = lines
+        else:
+            raise ValueError(f"{classes_file} has {len(lines)} names for {len(folders)} class folders: give one "
+                             f"name per folder in sorted folder order, or 'folder<TAB>name' lines")
+    classes = check_classes(names)
+    items = [SourceItem(str(f.relative_to(root)), label, str(f))
+             for label, folder in enumerate(folders)
+             for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}/<class>/")
+    return items, classes
+
+
+def _fit(img: Image.Image, size: int | None) -> Image.Image:
+    if size is None:
+        return img
+    w, h = img.size
+    s = size / min(w, h)
+    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg: TypoBuildConfig | None = None,
+                      progress: bool = True) -> BuildResult:
+    """Write ``cfg.k`` typographic variants of every item into ``out_dir`` (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or TypoBuildConfig()
+    classes = check_classes(classes)
+    out_dir = Path(out_dir)
+    key = config_hash(dataclasses.asdict(cfg), list(classes), [(it.image_id, it.label, it.source) for it in items])
+    done_file = out_dir / "done.json"
+    if done_file.is_file():
+        done = json.loads(done_file.read_text())
+        if done.get("key") != key:
+            raise FileExistsError(f"{out_dir} holds a different finished build (config, classes or sources differ): "
+                                  f"use another out_dir or delete it")
+        return BuildResult(out_dir, done["n_images"], done["n_variants"], done["skipped_corrupt"],
+                           done["build_seconds"], already_done=True)
+    started = out_dir / "build.json"
+    if started.is_file() and json.loads(started.read_text()).get("key") != key:
+        raise FileExistsError(f"{out_dir} holds an unfinished build of another config: use another out_dir or "
+                              f"delete it")
+    atomic_write_text(started, json.dumps({"key": key, "config": dataclasses.asdict(cfg)}, default=str))
+    parts = out_dir / "manifest.parts"
+    t0 = time.time()
+    chunks = [items[i:i + cfg.chunk] for i in range(0, len(items), cfg.chunk)]
+    resumed = 0
+    for c, chunk in enumerate(tqdm(chunks, disable=not progress, desc="typographic build")):
+        part = parts / f"{c:05d}.json"
+        if part.is_file():
+            resumed += 1
+            continue
+        rows, skipped = [], []
+        for it in chunk:
+            try:
+                img = _fit(it.load(), cfg.image_size)
+            except Exception as e:  # noqa: BLE001 - any unreadable image is skipped and reported
+                skipped.append(f"{it.source}: {type(e).__name__}")
+                continue
+            for v in range(cfg.k):
+                out, rec = make_attack(img, it.label, classes, seed=cfg.seed, image_id=it.image_id, variant=v,
+                                       cfg=cfg.render)
+                fname = f"images/{_safe(it.image_id)}_v{v}.png"
+                _save_png(out, out_dir / fname)
+                rows.append({"file": fname, "source": it.source, **{k: rec[k] for k in MANIFEST_FIELDS[2:]}})
+        atomic_write_text(part, json.dumps({"rows": rows, "skipped": skipped}))
+    rows, skipped = [], []
+    for c in range(len(chunks)):
+        data = json.loads((parts / f"{c:05d}.json").read_text())
+        rows += data["rows"]
+        skipped += data["skipped"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out_dir / "manifest.csv", buf.getvalue())
+    n_images = len({r["source"] for r in rows})
+    secs = time.time() - t0
+    atomic_write_text(done_file, json.dumps({"key": key, "n_images": n_images, "n_variants": len(rows),
+                                             "skipped_corrupt": skipped, "build_seconds": secs,
+                                             "classes": list(classes)}))
+    return BuildResult(out_dir, n_images, len(rows), skipped, secs, resumed_chunks=resumed)
+
+
+def _safe(image_id: str) -> str:
+    """A file-name-safe, collision-free stem for an image id."""
+    import hashlib
+
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in image_id)[-60:]
+    return f"{stem}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+
+
+def read_manifest(out_dir: str | Path) -> list[dict]:
+    out_dir = Path(out_dir)
+    if not (out_dir / "done.json").is_file():
+        raise FileNotFoundError(f"{out_dir} is not a finished typographic build (no done.json): run "
+                                f"build_typographic first")
+    with (out_dir / "manifest.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+
+def split_items(items: list[SourceItem], test_frac: float = 0.2, seed: int = 0) -> tuple[list[SourceItem], list[SourceItem]]:
+    """Held-out split by source image: no source image is in both parts (variants of one image stay together)."""
+    if not 0 < test_frac < 1:
+        raise ValueError(f"test_frac must lie in (0, 1), got {test_frac}")
+    sources = sorted({it.source for it in items})
+    rng = np.random.default_rng(seed)
+    test_sources = set(rng.permutation(sources)[:max(1, int(round(test_frac * len(sources))))].tolist())
+    return [it for it in items if it.source not in test_sources], [it for it in items if it.source in test_sources]
+
+
+class TypographicDataset:
+    """A finished build as a torch-style Dataset of (clean image, typographic image, true label, written label).
+
+    Clean images are re-read from the source (image folders: the file, resized as at build time; world sources:
+    regenerated by ``world``, which must be the World the build came from). ``transform`` (e.g. an open_clip
+    preprocess) is applied to both images."""
+
+    def __init__(self, out_dir: str | Path, world=None, transform=None):
+        self.out_dir = Path(out_dir)
+        self.rows = read_manifest(self.out_dir)
+        cfg = json.loads((self.out_dir / "build.json").read_text())["config"]
+        self.image_size = cfg.get("image_size")
+        self.world, self.transform = world, transform
+        if world is None and any(r["source"].startswith("world:") for r in self.rows):
+            raise ValueError("this build comes from the embedded world: pass world=World(...) to regenerate clean "
+                             "images")
+
+    def __len__(self):
+        return len(self.rows)
+
+    def clean_image(self, row: dict) -> Image.Image:
+        src = row["source"]
+        if src.startswith("world:"):
+            _, split, index = src.split(":")
+            return self.world.sample(int(index), split, "object")[0]
+        return _fit(SourceItem(row["image_id"], int(row["true_label"]), src).load(), self.image_size)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        clean = self.clean_image(row)
+        typo = Image.open(self.out_dir / row["file"]).convert("RGB")
+        if self.transform is not None:
+            clean, typo = self.transform(clean), self.transform(typo)
+        return clean, typo, int(row["true_label"]), int(row["written_label"])

@@ -1,0 +1,128 @@
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import clipwb.data.builders as B
+from clipwb.data.typographic import draw_from_record
+from clipwb.world import World
+
+
+def _digest(out_dir):
+    h = hashlib.sha256()
+    for p in sorted((out_dir / "images").iterdir()):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest() + hashlib.sha256((out_dir / "manifest.csv").read_bytes()).hexdigest()
+
+
+def _folder(root, n_per=3, classes=("apple", "bread", "cake")):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n_per):
+            Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_world_build_is_deterministic_and_faithful(tmp_path):
+    items, classes = B.world_source(World(), 20, "train")
+    cfg = B.TypoBuildConfig(k=2, chunk=6)
+    r1 = B.build_typographic(items, classes, tmp_path / "a", cfg, progress=False)
+    r2 = B.build_typographic(items, classes, tmp_path / "b", cfg, progress=False)
+    assert (r1.n_images, r1.n_variants, r1.skipped_corrupt) == (20, 40, [])
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    rows = B.read_manifest(tmp_path / "a")
+    by_id = {it.image_id: it for it in items}
+    for row in rows:
+        assert row["written_label"] != row["true_label"] and classes[int(row["written_label"])] == row["text"]
+        saved = np.asarray(Image.open(tmp_path / "a" / row["file"]))
+        redrawn = draw_from_record(by_id[row["image_id"]].load(), row)
+        assert np.array_equal(saved, np.asarray(redrawn)), row["file"]
+
+
+def test_interrupted_build_resumes_to_the_same_result_and_finished_build_is_not_redone(tmp_path, monkeypatch):
+    items, classes = B.world_source(World(), 12, "train")
+    cfg = B.TypoBuildConfig(k=1, chunk=4)
+    ref = B.build_typographic(items, classes, tmp_path / "ref", cfg, progress=False)
+    real, calls = B.make_attack, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:  # in the middle of the second chunk
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(B, "make_attack", dying)
+    with pytest.raises(KeyboardInterrupt):
+        B.build_typographic(items, classes, tmp_path / "run", cfg, progress=False)
+    assert not (tmp_path / "run" / "manifest.csv").exists()
+    monkeypatch.setattr(B, "make_attack", real)
+    res = B.build_typographic(items, classes, tmp_path / "run", cfg, progress=False)
+    assert res.resumed_chunks == 1 and res.n_variants == ref.n_variants
+    assert _digest(tmp_path / "run") == _digest(tmp_path / "ref")
+    monkeypatch.setattr(B, "make_attack", lambda *a, **k: pytest.fail("a finished build was redone"))
+    again = B.build_typographic(items, classes, tmp_path / "run", cfg, progress=False)
+    assert again.already_done and again.n_variants == ref.n_variants
+    with pytest.raises(FileExistsError, match="different finished build"):
+        B.build_typographic(items, classes, tmp_path / "run", B.TypoBuildConfig(k=2, chunk=4), progress=False)
+
+
+def test_folder_source_with_corrupt_image_and_class_names_file(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    (root / "bread" / "broken.jpg").write_bytes(b"not an image at all")
+    (tmp_path / "names.txt").write_text("green apple\nrye bread\ncheese cake\n")
+    items, classes = B.folder_source(root, tmp_path / "names.txt")
+    assert classes == ("green apple", "rye bread", "cheese cake") and len(items) == 10
+    res = B.build_typographic(items, classes, tmp_path / "out", B.TypoBuildConfig(k=3, image_size=64),
+                              progress=False)
+    assert res.n_images == 9 and res.n_variants == 27 and len(res.skipped_corrupt) == 1
+    assert "broken.jpg" in res.skipped_corrupt[0]
+    sizes = {Image.open(tmp_path / "out" / r["file"]).size for r in B.read_manifest(tmp_path / "out")}
+    assert sizes == {(64, 64)}
+
+
+def test_folder_source_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="root/<class>/<image>"):
+        B.folder_source(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class folders"):
+        B.folder_source(tmp_path / "empty")
+    root = _folder(tmp_path / "imgs")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match="3 class folders"):
+        B.folder_source(root, tmp_path / "two.txt")
+    (tmp_path / "dup.txt").write_text("a\na\nb\n")
+    with pytest.raises(ValueError, match="duplicate class names"):
+        B.folder_source(root, tmp_path / "dup.txt")
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        B.TypoBuildConfig(k=0)
+    with pytest.raises(FileNotFoundError, match="not a finished typographic build"):
+        B.read_manifest(tmp_path / "empty")
+
+
+def test_held_out_split_shares_no_source_and_dataset_yields_pairs(tmp_path):
+    world = World()
+    items, classes = B.world_source(world, 30, "train")
+    train, test = B.split_items(items, 0.3, seed=1)
+    assert not {i.source for i in train} & {i.source for i in test} and len(train) + len(test) == 30
+    B.build_typographic(test, classes, tmp_path / "test", B.TypoBuildConfig(k=2), progress=False)
+    ds = B.TypographicDataset(tmp_path / "test", world=world)
+    assert len(ds) == 2 * len(test)
+    clean, typo, y, yw = ds[3]
+    row = ds.rows[3]
+    src = next(i for i in test if i.source == row["source"])
+    assert np.array_equal(np.asarray(clean), np.asarray(src.load())) and y == src.label and yw != y
+    assert np.array_equal(np.asarray(typo), np.asarray(draw_from_record(clean, row)))
+    with pytest.raises(ValueError, match="pass world=World"):
+        B.TypographicDataset(tmp_path / "test")
+    with pytest.raises(ValueError, match="test_frac"):
+        B.split_items(items, 1.0)
+
+
+def test_folder_dataset_resizes_clean_like_the_build(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    items, classes = B.folder_source(root)
+    B.build_typographic(items, classes, tmp_path / "out", B.TypoBuildConfig(image_size=32), progress=False)
+    clean, typo, y, yw = B.TypographicDataset(tmp_path / "out")[0]
+    assert clean.size == typo.size == (32, 32) and classes[y] == "apple"
