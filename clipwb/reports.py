@@ -83,18 +83,6 @@ class NotebookResult:
     files: list[str]
 
 
-def _first_error(nb_path: Path) -> str:
-    try:
-        nb = json.loads(nb_path.read_text())
-        for cell in nb.get("cells", []):
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    return f"{out.get('ename')}: {out.get('evalue')}"
-    except Exception:  # noqa: BLE001 - best effort only
-        pass
-    return "unknown error"
-
-
 def _merge(stage: Path, out_dir: Path) -> list[str]:
     moved = []
     for src in sorted(stage.rglob("*")):

@@ -31,6 +31,7 @@ def test_world_build_is_deterministic_and_faithful(tmp_path):
     r1 = B.build_typographic(items, classes, tmp_path / "a", cfg, progress=False)
     r2 = B.build_typographic(items, classes, tmp_path / "b", cfg, progress=False)
     assert (r1.n_images, r1.n_variants, r1.skipped_corrupt) == (20, 40, [])
+    assert (r2.n_images, r2.n_variants) == (r1.n_images, r1.n_variants)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     rows = B.read_manifest(tmp_path / "a")
     by_id = {it.image_id: it for it in items}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import config_hash
+from ..config import config_hash, with_overrides
 from ..io import atomic_write_text
 from ..world import World, WorldConfig
 
@@ -76,8 +76,6 @@ PRETRAIN_PROFILES = {
 
 
 def pretrain_config(profile: str = "full", **overrides) -> PretrainConfig:
-    from ..config import with_overrides
-
     if profile not in PRETRAIN_PROFILES:
         raise ValueError(f"unknown pretraining profile {profile!r}; use one of {list(PRETRAIN_PROFILES)}")
     return with_overrides(PretrainConfig(), {**PRETRAIN_PROFILES[profile], **overrides})

@@ -89,7 +89,7 @@ class WorldBatch:
     def column(self, key: str) -> list:
         return [r.get(key) for r in self.records]
 
-    def to_csv(self, path) -> "Path":
+    def to_csv(self, path):
         """Write the manifest (one row per image, every recorded factor a column) atomically."""
         import csv
         import io
