@@ -129,6 +129,8 @@ def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None 
 KEY_METRICS = {
     "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "attack_success", "text_read_top1", "gender_top1",
            "occupation_top1", "pretrain_seconds"],
+    "01": ["clean_top1", "typo_top1", "attack_success_rate", "heldout_typo_top1", "heldout_attack_success_rate",
+           "n_images", "n_variants", "skipped_corrupt", "build_seconds"],
 }
 
 

@@ -109,3 +109,56 @@ def accuracy_bars(values: dict[str, float], title: str = "", ylabel: str = "top-
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
     return _save(fig, save)
+
+
+def grouped_bars(table: dict[str, dict[str, float]], title: str = "", ylabel: str = "top-1", save=None):
+    """Grouped bars: ``table[group][metric]`` (e.g. one group per dataset, one bar per metric)."""
+    groups = list(table)
+    metrics = list(dict.fromkeys(m for g in groups for m in table[g]))
+    width = 0.8 / max(1, len(metrics))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(groups), 3.6))
+    x = np.arange(len(groups))
+    for j, m in enumerate(metrics):
+        vals = [table[g].get(m, np.nan) for g in groups]
+        bars = ax.bar(x + (j - (len(metrics) - 1) / 2) * width, vals, width, label=m)
+        for b, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    ax.set_xticks(x, groups, fontsize=8)
+    ax.set(ylim=(0, 1.1), ylabel=ylabel, title=title)
+    ax.legend(fontsize=7, ncol=len(metrics), loc="upper center")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def clean_vs_attacked(clean: np.ndarray, typo: np.ndarray, titles=None, ncol: int = 8, save=None, suptitle=None):
+    """Pairs of images: each clean image above its attacked version."""
+    n = min(len(clean), len(typo), ncol)
+    imgs = np.concatenate([clean[:n], typo[:n]])
+    t = (["clean"] * n + list(titles[:n])) if titles is not None else None
+    return image_grid(imgs, titles=t, ncol=n, save=save, suptitle=suptitle)
+
+
+def typo_manifest_stats(rows: list[dict], classes, save=None):
+    """Statistics of a typographic manifest: fonts, fill and stroke colours, text sizes (px), written words."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    font = Counter(r["text_font"].replace(".ttf", "") for r in rows)
+    axes[0].barh(list(font), list(font.values()))
+    axes[0].set(title="font")
+    fill, stroke = Counter(r["text_fill"] for r in rows), Counter(r["text_stroke"] for r in rows)
+    names = sorted(set(fill) | set(stroke))
+    x = np.arange(len(names))
+    axes[1].bar(x - 0.2, [fill[n] for n in names], 0.4, label="fill")
+    axes[1].bar(x + 0.2, [stroke[n] for n in names], 0.4, label="stroke")
+    axes[1].set_xticks(x, names, rotation=60, fontsize=7)
+    axes[1].set(title="colours")
+    axes[1].legend(fontsize=7)
+    sizes = np.array([int(r["text_size"]) for r in rows])
+    axes[2].hist(sizes, bins=np.arange(sizes.min(), sizes.max() + 2) - 0.5)
+    axes[2].set(title="text size (px)")
+    written = Counter(int(r["written_label"]) for r in rows)
+    axes[3].bar(range(len(classes)), [written[i] for i in range(len(classes))])
+    axes[3].set_xticks(range(len(classes)), classes, rotation=70, fontsize=7)
+    axes[3].set(title="written word")
+    fig.tight_layout()
+    return _save(fig, save)

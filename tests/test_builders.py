@@ -127,3 +127,70 @@ def test_folder_dataset_resizes_clean_like_the_build(tmp_path):
     B.build_typographic(items, classes, tmp_path / "out", B.TypoBuildConfig(image_size=32), progress=False)
     clean, typo, y, yw = B.TypographicDataset(tmp_path / "out")[0]
     assert clean.size == typo.size == (32, 32) and classes[y] == "apple"
+
+
+def test_held_out_attacks_use_only_held_out_fonts_and_words_and_arrays_match(tmp_path):
+    from clipwb.data.typographic import TypoRenderConfig, split_attacks
+
+    world = World()
+    classes = world.classes
+    sp = split_attacks(classes, word_frac=0.25, seed=0)
+    train_items, _ = B.world_source(world, 24, "train")
+    test_items, _ = B.world_source(world, 24, "test")
+    assert not {i.source for i in train_items} & {i.source for i in test_items}
+    words = lambda idx: tuple(classes[i] for i in idx)  # noqa: E731
+    B.build_typographic(train_items, classes, tmp_path / "tr", B.TypoBuildConfig(
+        k=2, written_classes=words(sp.train_words), render=TypoRenderConfig(fonts=sp.train_fonts)), progress=False)
+    B.build_typographic(test_items, classes, tmp_path / "te", B.TypoBuildConfig(
+        k=2, written_classes=words(sp.test_words), render=TypoRenderConfig(fonts=sp.test_fonts)), progress=False)
+    tr, te = B.read_manifest(tmp_path / "tr"), B.read_manifest(tmp_path / "te")
+    assert {r["text"] for r in tr} <= set(words(sp.train_words)) and {r["text"] for r in te} <= set(words(sp.test_words))
+    assert not {r["text_font"] for r in tr} & {r["text_font"] for r in te}
+    assert {r["text_font"] for r in te} <= set(sp.test_fonts)
+    ds = B.TypographicDataset(tmp_path / "te", world=world)
+    arr = ds.arrays()
+    assert arr["clean"].shape == arr["typo"].shape == (48, 64, 64, 3) and ds.classes == list(classes)
+    for i in (0, 17, 47):
+        clean, typo, y, yw = ds[i]
+        assert np.array_equal(arr["clean"][i], np.asarray(clean)) and np.array_equal(arr["typo"][i], np.asarray(typo))
+        assert (arr["true"][i], arr["written"][i]) == (y, yw)
+    with pytest.raises(ValueError, match="not in the class list"):
+        B.build_typographic(test_items, classes, tmp_path / "bad", B.TypoBuildConfig(written_classes=("nope", "moon")),
+                            progress=False)
+
+
+def test_exported_world_folder_roundtrips_through_the_folder_path(tmp_path):
+    world = World()
+    batch = world.generate(10, "test", "object")
+    y = batch.labels("class_name", world.classes)
+    root = B.export_image_folder(batch.images, y, world.classes, tmp_path / "folder")
+    (root / world.classes[y[0]] / "broken.png").write_bytes(b"\x89PNG not really")
+    items, classes = B.folder_source(root)
+    r = B.build_typographic(items, classes, tmp_path / "out", B.TypoBuildConfig(k=1, image_size=64), progress=False)
+    assert r.n_images == 10 and len(r.skipped_corrupt) == 1 and "broken.png" in r.skipped_corrupt[0]
+    arr = B.TypographicDataset(tmp_path / "out").arrays()
+    assert sorted(classes[t] for t in arr["true"]) == sorted(world.classes[t] for t in y)
+    assert {tuple(a.tobytes() for a in [img]) for img in arr["clean"]} == {(img.tobytes(),) for img in batch.images}
+
+
+def test_standard_attack_sets_are_disjoint_cached_and_hold_out_fonts_and_words(tmp_path):
+    from clipwb.data.sets import AttackSetsConfig, build_attack_sets, source_items
+    from clipwb.data.typographic import split_attacks
+
+    world = World()
+    train, test, classes = source_items("world", world=world, n_train=16, n_test=8)
+    cfg = AttackSetsConfig(k=2, k_test=1)
+    sets = build_attack_sets(train, test, classes, tmp_path, cfg, world=world, progress=False)
+    assert [sets[n].n_variants for n in ("train", "test", "test_heldout")] == [32, 8, 8]
+    rows = {n: B.read_manifest(r.out_dir) for n, r in sets.items()}
+    assert not {r["source"] for r in rows["train"]} & {r["source"] for r in rows["test"]}
+    sp = split_attacks(classes, word_frac=cfg.word_frac, seed=cfg.seed)
+    assert {int(r["written_label"]) for r in rows["train"] + rows["test"]} <= set(sp.train_words)
+    assert {int(r["written_label"]) for r in rows["test_heldout"]} <= set(sp.test_words)
+    assert {r["text_font"] for r in rows["test_heldout"]} <= set(sp.test_fonts)
+    # the world's text scale: sizes from 0.22-0.36 of the 64 px side (shrink-to-fit may go lower)
+    assert max(int(r["text_size"]) for r in rows["train"]) > 20 * 64 / 224 * 2
+    again = build_attack_sets(train, test, classes, tmp_path, cfg, world=world, progress=False)
+    assert all(r.already_done for r in again.values())
+    with pytest.raises(ValueError, match="both the training and held-out"):
+        build_attack_sets(train, train[:2], classes, tmp_path, cfg, world=world, progress=False)

@@ -9,9 +9,11 @@ from clipwb.reports import NOTEBOOK_DIR, list_notebooks, run_notebook
 
 NOTEBOOKS = list_notebooks()
 
-# what each notebook must record (fractions in [0, 1] unless named *_seconds)
+# what each notebook must record (fractions in [0, 1]; *_seconds positive; n_* and skipped_* counts)
 REQUIRED = {
     "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "gender_top1", "occupation_top1", "pretrain_seconds"],
+    "01": ["n_images", "n_variants", "clean_top1", "typo_top1", "attack_success_rate", "skipped_corrupt",
+           "build_seconds"],
 }
 
 
@@ -38,7 +40,12 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
     for key in REQUIRED.get(nb.name[:2], []):
         v = metrics[key]
         assert isinstance(v, (int, float)), (key, v)
-        assert v > 0 if key.endswith("_seconds") else 0.0 <= v <= 1.0, (key, v)
+        if key.endswith("_seconds"):
+            assert v > 0, (key, v)
+        elif key.startswith(("n_", "skipped_")):
+            assert isinstance(v, int) and v >= (0 if key.startswith("skipped_") else 1), (key, v)
+        else:
+            assert 0.0 <= v <= 1.0, (key, v)
     assert (tmp_path / f"{nb.stem}.html").is_file()
     assert list((tmp_path / "figures").glob(f"{nb.name[:2]}_*.png"))
     assert res.seconds > 0

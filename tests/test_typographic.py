@@ -71,3 +71,43 @@ def test_bad_render_inputs():
         make_attack(_img(32), 0, ("a", "x" * 60), seed=0, image_id=0, variant=0)
     with pytest.raises(ValueError, match="outside the class list"):
         make_attack(_img(), 9, CLASSES, seed=0, image_id=0, variant=0)
+
+
+def test_written_pool_restricts_the_word_and_split_attacks_is_disjoint():
+    from clipwb.data.typographic import HELDOUT_FONTS, TYPO_FONTS, split_attacks
+
+    classes = tuple(f"class{i}" for i in range(12))
+    sp = split_attacks(classes, word_frac=0.25, seed=3)
+    assert len(sp.test_words) == 3 and len(sp.train_words) == 9
+    assert not set(sp.train_words) & set(sp.test_words) and set(sp.train_words) | set(sp.test_words) == set(range(12))
+    assert sp.train_fonts == TYPO_FONTS and sp.test_fonts == HELDOUT_FONTS
+    assert split_attacks(classes, seed=3) == sp and split_attacks(classes, seed=4) != sp
+    seen = set()
+    for true in range(12):
+        for v in range(6):
+            _, rec = make_attack(_img(), true, classes, seed=0, image_id=true, variant=v, written_pool=sp.test_words,
+                                 cfg=TypoRenderConfig(fonts=sp.test_fonts))
+            assert rec["written_label"] in sp.test_words and rec["written_label"] != true
+            assert rec["text_font"] in sp.test_fonts
+            seen.add(rec["written_label"])
+    assert seen == set(sp.test_words)
+    # no pool: the same draws as before pools existed (every other class reachable)
+    _, a = make_attack(_img(), 2, classes, seed=0, image_id=7, variant=1)
+    _, b = make_attack(_img(), 2, classes, seed=0, image_id=7, variant=1, written_pool=None)
+    assert a == b
+
+
+def test_bad_pools_and_attack_splits():
+    from clipwb.data.typographic import split_attacks
+
+    with pytest.raises(ValueError, match="at least two distinct"):
+        make_attack(_img(), 0, CLASSES, seed=0, image_id=0, variant=0, written_pool=[1])
+    with pytest.raises(ValueError, match="outside the class list"):
+        make_attack(_img(), 0, CLASSES, seed=0, image_id=0, variant=0, written_pool=[1, 99])
+    with pytest.raises(ValueError, match="disjoint"):
+        split_attacks(CLASSES * 1 + ("d", "e", "f", "g", "h"), fonts=("DejaVuSans.ttf",),
+                      heldout_fonts=("DejaVuSans.ttf",))
+    with pytest.raises(ValueError, match="each part needs at least two"):
+        split_attacks(tuple("abcdefgh"), word_frac=0.05)
+    with pytest.raises(FileNotFoundError):
+        split_attacks(tuple("abcdefgh"), heldout_fonts=("/no/font.ttf",))

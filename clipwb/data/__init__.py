@@ -1,3 +1,3 @@
-"""Datasets built from the world or image folders: the typographic renderer (typographic.py) and resumable
-typographic dataset builders with manifests (builders.py). Real typographic sets (RTA-100, PAINT) and
-font/word hold-outs are still to come (issue 3)."""
+"""Datasets: the typographic renderer with font/word hold-outs (typographic.py), resumable typographic dataset
+builders with manifests for the world and image folders (builders.py), and loaders of real typographic sets
+(RTA-100, PAINT, "Disentangling") in a documented layout (real.py)."""

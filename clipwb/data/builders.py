@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..config import config_hash
 from ..io import atomic_write, atomic_write_text
-from .typographic import TypoRenderConfig, check_classes, make_attack
+from .typographic import TypoRenderConfig, check_classes, check_pool, make_attack
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MANIFEST_FIELDS = ("file", "source", "image_id", "variant", "true_label", "written_label", "text", "text_font",
@@ -39,6 +39,15 @@ class TypoBuildConfig:
     image_size: int | None = None  # resize shortest side + centre crop (reference: 224); None keeps the size
     chunk: int = 256  # source images per resumable chunk
     render: TypoRenderConfig = field(default_factory=TypoRenderConfig)
+    written_classes: tuple[str, ...] | None = None  # names that may be written (held-out words); None: all
+
+    def written_pool(self, classes) -> tuple[int, ...] | None:
+        if self.written_classes is None:
+            return None
+        unknown = [w for w in self.written_classes if w not in classes]
+        if unknown:
+            raise ValueError(f"written_classes {unknown} are not in the class list {list(classes)[:8]}...")
+        return check_pool([list(classes).index(w) for w in self.written_classes], len(classes))
 
     def __post_init__(self):
         if self.k < 1:
@@ -72,8 +81,10 @@ class BuildResult:
     already_done: bool = False
 
 
-def world_source(world, n: int, split: str = "train") -> tuple[list[SourceItem], tuple[str, ...]]:
-    batch = world.generate(n, split, "object")
+def world_source(world, n: int, split: str = "train", start: int = 0,
+                 progress: bool = False) -> tuple[list[SourceItem], tuple[str, ...]]:
+    """``n`` object images of the world's ``split`` (indices ``start``..``start+n-1``) as build sources."""
+    batch = world.generate(n, split, "object", start=start, progress=progress)
     items = [SourceItem(f"world-{split}-{r['index']}", r["label"], f"world:{split}:{r['index']}",
                         Image.fromarray(img)) for img, r in zip(batch.images, batch.records)]
     return items, tuple(world.classes)
@@ -134,6 +145,7 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
 
     cfg = cfg or TypoBuildConfig()
     classes = check_classes(classes)
+    pool = cfg.written_pool(classes)
     out_dir = Path(out_dir)
     key = config_hash(dataclasses.asdict(cfg), list(classes), [(it.image_id, it.label, it.source) for it in items])
     done_file = out_dir / "done.json"
@@ -167,7 +179,7 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
                 continue
             for v in range(cfg.k):
                 out, rec = make_attack(img, it.label, classes, seed=cfg.seed, image_id=it.image_id, variant=v,
-                                       cfg=cfg.render)
+                                       cfg=cfg.render, written_pool=pool)
                 fname = f"images/{_safe(it.image_id)}_v{v}.png"
                 _save_png(out, out_dir / fname)
                 rows.append({"file": fname, "source": it.source, **{k: rec[k] for k in MANIFEST_FIELDS[2:]}})
@@ -245,6 +257,29 @@ class TypographicDataset:
             return self.world.sample(int(index), split, "object")[0]
         return _fit(SourceItem(row["image_id"], int(row["true_label"]), src).load(), self.image_size)
 
+    def arrays(self, progress: bool = False) -> dict:
+        """The whole set as uint8 arrays (clean and typographic, (n, H, W, 3)) and int label arrays; each clean
+        source image is loaded once for all its variants. Needs images of one size (world builds, or folder
+        builds with ``image_size`` set)."""
+        from tqdm.auto import tqdm
+
+        clean_by_source, clean, typo = {}, [], []
+        for row in tqdm(self.rows, disable=not progress, desc="loading typographic set"):
+            if row["source"] not in clean_by_source:
+                clean_by_source[row["source"]] = np.asarray(self.clean_image(row))
+            clean.append(clean_by_source[row["source"]])
+            typo.append(np.asarray(Image.open(self.out_dir / row["file"]).convert("RGB")))
+        if len({a.shape for a in clean + typo}) > 1:
+            raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to stack them")
+        return {"clean": np.stack(clean), "typo": np.stack(typo),
+                "true": np.array([int(r["true_label"]) for r in self.rows]),
+                "written": np.array([int(r["written_label"]) for r in self.rows]),
+                "source": [r["source"] for r in self.rows]}
+
+    @property
+    def classes(self) -> list[str]:
+        return json.loads((self.out_dir / "done.json").read_text())["classes"]
+
     def __getitem__(self, i: int):
         row = self.rows[i]
         clean = self.clean_image(row)
@@ -252,3 +287,13 @@ class TypographicDataset:
         if self.transform is not None:
             clean, typo = self.transform(clean), self.transform(typo)
         return clean, typo, int(row["true_label"]), int(row["written_label"])
+
+
+def export_image_folder(images: np.ndarray, labels, classes, root: str | Path) -> Path:
+    """Write uint8 images as ``root/<class>/<i>.png`` (the ImageNet-100 / Food-101 layout): turns world images into
+    an image-folder dataset, to exercise the real-data path offline."""
+    root = Path(root)
+    classes = check_classes(classes)
+    for i, (img, y) in enumerate(zip(images, labels)):
+        _save_png(Image.fromarray(np.asarray(img)), root / classes[int(y)] / f"{i:06d}.png")
+    return root

@@ -7,12 +7,14 @@ different colours of the eight named ones, and the reference's line-splitting ru
 Every choice is drawn from a generator seeded by (seed, image id, variant) and returned as a record, from which
 ``draw_from_record`` redraws the same pixels.
 
-Issue 3 builds the dataset builders (world and image folders, resumable manifests, real typographic sets) on
-this renderer; this module is the renderer alone.
+``written_pool`` restricts the written word to a subset of the classes and ``split_attacks`` splits fonts and
+words into disjoint training and held-out sets, for measuring whether a defence generalises to attacks it never
+saw (fonts and words).
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,8 @@ from ..world.text import TEXT_COLORS, font_path, load_font, render_text, split_l
 
 REFERENCE_SIZE_FRAC = (20 / 224, 40 / 224)  # randint(20, 40) pt on 224 px images
 TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
+# slanted faces: in neither the world's pretraining fonts nor TYPO_FONTS, the default held-out attack fonts
+HELDOUT_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Oblique.ttf")
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,40 @@ def check_classes(classes) -> tuple[str, ...]:
     return classes
 
 
+def check_pool(pool: Sequence[int] | None, n_classes: int) -> tuple[int, ...] | None:
+    """Validate a written-word pool (class indices): at least two distinct indices of the class list, so that
+    every true class has a different word to be written."""
+    if pool is None:
+        return None
+    pool = tuple(int(i) for i in pool)
+    bad = [i for i in pool if not 0 <= i < n_classes]
+    if bad:
+        raise ValueError(f"written pool indices {bad} are outside the class list of {n_classes} names")
+    if len(set(pool)) != len(pool) or len(pool) < 2:
+        raise ValueError(f"the written pool needs at least two distinct class indices, got {list(pool)}")
+    return tuple(sorted(pool))
+
+
 def make_attack(img: Image.Image, true_label: int, classes, *, seed: int, image_id: str | int, variant: int,
-                cfg: TypoRenderConfig | None = None) -> tuple[Image.Image, dict]:
+                cfg: TypoRenderConfig | None = None,
+                written_pool: Sequence[int] | None = None) -> tuple[Image.Image, dict]:
     """A copy of ``img`` (RGB) with a class name other than ``classes[true_label]`` written on it, and the record
-    of every choice (written label, font, size, colours, position, seed, image id, variant)."""
+    of every choice (written label, font, size, colours, position, seed, image id, variant).
+
+    The written class is uniform over the other classes, or over ``written_pool`` (class indices) minus the true
+    class when a pool is given (held-out words)."""
     cfg = cfg or TypoRenderConfig()
     classes = check_classes(classes)
     if not 0 <= true_label < len(classes):
         raise ValueError(f"true_label {true_label} is outside the class list of {len(classes)} names")
+    pool = check_pool(written_pool, len(classes))
     rng = variant_rng(seed, image_id, variant)
-    k = int(rng.integers(len(classes) - 1))
-    written = k + (k >= true_label)
+    if pool is None:
+        k = int(rng.integers(len(classes) - 1))
+        written = k + (k >= true_label)
+    else:
+        candidates = [c for c in pool if c != true_label]
+        written = candidates[int(rng.integers(len(candidates)))]
     out = img.convert("RGB").copy()
     rec = render_text(out, str(classes[written]), rng, fonts=cfg.fonts, size_frac=cfg.size_frac,
                       min_size_px=cfg.min_size_px, colors=cfg.colors)
@@ -103,3 +130,34 @@ def draw_from_record(img: Image.Image, rec: dict) -> Image.Image:
     draw.multiline_text((int(rec["text_x"]) - x0, int(rec["text_y"]) - y0), body, font=f, fill=TEXT_COLORS[rec["text_fill"]],
                         stroke_width=1, stroke_fill=TEXT_COLORS[rec["text_stroke"]], align="center")
     return out
+
+
+@dataclass(frozen=True)
+class AttackSplit:
+    """Disjoint fonts and written words for training attacks and for held-out attacks."""
+    train_fonts: tuple[str, ...]
+    test_fonts: tuple[str, ...]
+    train_words: tuple[int, ...]  # class indices that may be written in training attacks
+    test_words: tuple[int, ...]
+
+
+def split_attacks(classes, fonts: Sequence[str] = TYPO_FONTS, heldout_fonts: Sequence[str] = HELDOUT_FONTS,
+                  word_frac: float = 0.25, seed: int = 0) -> AttackSplit:
+    """Hold out fonts and written words: training attacks use ``fonts`` and a random ``1 - word_frac`` of the
+    class names as written words, held-out attacks use ``heldout_fonts`` and the remaining names. True classes
+    are not split: every class is still attacked in both parts, only with words of its part."""
+    classes = check_classes(classes)
+    fonts, heldout_fonts = tuple(fonts), tuple(heldout_fonts)
+    for f in fonts + heldout_fonts:
+        font_path(f)
+    shared = sorted({font_path(f) for f in fonts} & {font_path(f) for f in heldout_fonts})
+    if shared or not fonts or not heldout_fonts:
+        raise ValueError(f"training and held-out fonts must be non-empty and disjoint, shared: {shared}")
+    n_test = int(round(word_frac * len(classes)))
+    if not 2 <= n_test <= len(classes) - 2:
+        raise ValueError(f"word_frac {word_frac} holds out {n_test} of {len(classes)} words: each part needs at "
+                         f"least two (give a word_frac between {2 / len(classes):.2f} and "
+                         f"{1 - 2 / len(classes):.2f})")
+    perm = np.random.default_rng(seed).permutation(len(classes))
+    return AttackSplit(fonts, heldout_fonts, tuple(sorted(perm[n_test:].tolist())),
+                       tuple(sorted(perm[:n_test].tolist())))

@@ -1,0 +1,79 @@
+"""The standard typographic sets of the workbench: a training set and two held-out evaluation sets.
+
+- ``train``: attacks on training source images, written with the training fonts and words;
+- ``test``: attacks on held-out source images (no source image shared with ``train``), same fonts and words;
+- ``test_heldout``: the same held-out source images attacked with fonts and words never used in ``train``
+  (``split_attacks``), to measure whether a defence generalises to unseen attacks.
+
+Sources are the embedded world (its ``train`` and ``test`` splits, disjoint by construction) or an image folder
+(split by source image with ``split_items``). Builds are cached under ``<root>/<name>-<hash>``; a finished build
+is reused, an interrupted one resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import config_hash
+from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typographic, folder_source, split_items,
+                       world_source)
+from .typographic import REFERENCE_SIZE_FRAC, TYPO_FONTS, TypoRenderConfig, split_attacks
+
+SET_NAMES = ("train", "test", "test_heldout")
+
+
+@dataclass(frozen=True)
+class AttackSetsConfig:
+    k: int = 1  # variants per training source image
+    k_test: int = 1  # variants per held-out source image
+    seed: int = 0
+    word_frac: float = 0.25  # share of class names held out as written words
+    size_frac: tuple[float, float] | None = None  # None: the world's text scale (world) or the reference recipe
+    image_size: int | None = None  # folder sources: resize + centre crop side (None keeps sizes)
+    fonts: tuple[str, ...] = TYPO_FONTS
+
+
+def source_items(source: str, *, world=None, n_train: int | None = None, n_test: int | None = None,
+                 classes_file: str | None = None, test_frac: float = 0.2,
+                 seed: int = 0) -> tuple[list[SourceItem], list[SourceItem], tuple[str, ...]]:
+    """(train items, held-out items, classes) from ``"world"`` or an image-folder root. For folders, ``n_train``
+    / ``n_test`` cap the two parts (None: all)."""
+    if source == "world":
+        if world is None or n_train is None or n_test is None:
+            raise ValueError("the world source needs world=World(...), n_train and n_test")
+        train, classes = world_source(world, n_train, "train", progress=True)
+        test, _ = world_source(world, n_test, "test", progress=True)
+        return train, test, classes
+    items, classes = folder_source(source, classes_file)
+    train, test = split_items(items, test_frac, seed)
+    return train[:n_train], test[:n_test], classes
+
+
+def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem], classes, root: str | Path,
+                      cfg: AttackSetsConfig | None = None, world=None,
+                      progress: bool = True) -> dict[str, BuildResult]:
+    """Build (or reuse) the three standard sets under ``root``; returns ``{name: BuildResult}``."""
+    cfg = cfg or AttackSetsConfig()
+    shared = {it.source for it in train_items} & {it.source for it in test_items}
+    if shared:
+        raise ValueError(f"{len(shared)} source images are in both the training and held-out items, e.g. "
+                         f"{sorted(shared)[:2]}: split by source first (split_items)")
+    size_frac = cfg.size_frac or (world.config.text_size if world is not None else REFERENCE_SIZE_FRAC)
+    sp = split_attacks(classes, fonts=cfg.fonts, word_frac=cfg.word_frac, seed=cfg.seed)
+    words = lambda idx: tuple(classes[i] for i in idx)  # noqa: E731
+    plans = {
+        "train": (train_items, TypoBuildConfig(k=cfg.k, seed=cfg.seed, image_size=cfg.image_size,
+                                               render=TypoRenderConfig(fonts=sp.train_fonts, size_frac=size_frac),
+                                               written_classes=words(sp.train_words))),
+        "test": (test_items, TypoBuildConfig(k=cfg.k_test, seed=cfg.seed + 1, image_size=cfg.image_size,
+                                             render=TypoRenderConfig(fonts=sp.train_fonts, size_frac=size_frac),
+                                             written_classes=words(sp.train_words))),
+        "test_heldout": (test_items, TypoBuildConfig(k=cfg.k_test, seed=cfg.seed + 2, image_size=cfg.image_size,
+                                                     render=TypoRenderConfig(fonts=sp.test_fonts, size_frac=size_frac),
+                                                     written_classes=words(sp.test_words))),
+    }
+    out = {}
+    for name, (items, bcfg) in plans.items():
+        key = config_hash(bcfg, list(classes), [(it.image_id, it.label, it.source) for it in items])
+        out[name] = build_typographic(items, classes, Path(root) / f"{name}-{key}", bcfg, progress=progress)
+    return out
