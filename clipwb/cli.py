@@ -1,4 +1,4 @@
-"""Command line: ``python -m clipwb {eval, pretrain, report}`` (also installed as ``clipwb``)."""
+"""Command line: ``python -m clipwb {eval, pretrain, train-po, report}`` (also installed as ``clipwb``)."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,47 @@ def _pretrain(args) -> int:
     return 0
 
 
+def _train_po(args) -> int:
+    import os
+
+    import torch
+
+    from .config import load_yaml
+    from .data.sets import AttackSetsConfig, attack_arrays
+    from .evaluation.typographic import po_eval
+    from .models import load_model
+    from .training.po_trainer import po_config, train_po
+    from .world import World
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:  # launched by torchrun
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    cfg = po_config(args.profile, method=args.method)
+    if args.config:
+        cfg = load_yaml(cfg, args.config)
+    lm = load_model(args.model, cfg.device, cache=args.cache_dir, progress=False)
+    world = World(seed=args.seed) if args.data == "world" else None
+    size = None if world else args.image_size
+    classes, data, _ = attack_arrays(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
+                                     cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size),
+                                     classes_file=args.classes_file, progress=False)
+    res = train_po(lm.model, lm.tokenizer, classes, data["train"], cfg, out_dir=args.out, resume=args.resume,
+                   progress=not args.no_progress, model_name=lm.name)
+    rank = torch.distributed.get_rank() if distributed else 0
+    if rank == 0:
+        out = {"method": cfg.method, "steps": res.steps, "train_seconds": round(res.train_seconds, 2),
+               "final_loss": res.log[-1]["loss"], "out": args.out}
+        if not args.no_eval:
+            out["raw"] = po_eval(res.model, lm.tokenizer, classes, data, lm.model, cfg.templates)
+            out["avg"] = po_eval(res.avg_model, lm.tokenizer, classes, data, lm.model, cfg.templates)
+        print(json.dumps(out))
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
 def _report(args) -> int:
     from .reports import NotebookFailed, run_reports
 
@@ -89,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="retrain even if weights exist")
     t.add_argument("--ship", action="store_true", help="write into clipwb/models/weights/ (the shipped copy)")
     t.set_defaults(func=_pretrain)
+
+    po = sub.add_parser("train-po", help="preference-optimisation training against typographic attacks "
+                                         "(DPO, IPO, KTO, CE); runs under torchrun for several processes")
+    po.add_argument("--method", default="dpo", choices=["dpo", "ipo", "kto", "ce"])
+    po.add_argument("--profile", default="embedded", choices=["embedded", "reference"],
+                    help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
+    po.add_argument("--config", default=None, help="YAML file of POConfig overrides")
+    po.add_argument("--model", default="tiny")
+    po.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
+    po.add_argument("--classes-file", default=None)
+    po.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
+    po.add_argument("--n-train", type=int, default=4000)
+    po.add_argument("--n-test", type=int, default=1024)
+    po.add_argument("--k", type=int, default=3, help="typographic variants per training image")
+    po.add_argument("--seed", type=int, default=0, help="world and attack seed (the training seed is in the config)")
+    po.add_argument("--out", default=None, help="checkpoints, log and the final models (raw/, avg/)")
+    po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    po.add_argument("--no-eval", action="store_true")
+    po.add_argument("--no-progress", action="store_true")
+    po.add_argument("--cache-dir", default=None)
+    po.set_defaults(func=_train_po)
 
     r = sub.add_parser("report", help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
     r.add_argument("--profile", default="full", choices=["full", "quick"])

@@ -77,3 +77,20 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
         key = config_hash(bcfg, list(classes), [(it.image_id, it.label, it.source) for it in items])
         out[name] = build_typographic(items, classes, Path(root) / f"{name}-{key}", bcfg, progress=progress)
     return out
+
+
+def attack_arrays(source: str = "world", *, world=None, n_train: int | None = None, n_test: int | None = None,
+                  cfg: AttackSetsConfig | None = None, root: str | Path | None = None, classes_file: str | None = None,
+                  progress: bool = True) -> tuple[tuple[str, ...], dict[str, dict], dict[str, BuildResult]]:
+    """Build (or reuse) the standard sets and load them as arrays: ``(classes, {set: arrays}, {set: build})``.
+    ``root`` defaults to ``<clipwb cache>/datasets``."""
+    from ..models.loading import cache_dir
+    from .builders import TypographicDataset
+
+    cfg = cfg or AttackSetsConfig()
+    train, test, classes = source_items(source, world=world, n_train=n_train, n_test=n_test,
+                                        classes_file=classes_file, seed=cfg.seed)
+    builds = build_attack_sets(train, test, classes, Path(root or cache_dir() / "datasets"), cfg, world=world,
+                               progress=progress)
+    arrays = {n: TypographicDataset(b.out_dir, world=world).arrays(progress=progress) for n, b in builds.items()}
+    return classes, arrays, builds

@@ -23,3 +23,34 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
         out["clean_top1"] = top1(zero_shot_logits(model, tokenizer, clean, classes, templates), true)
     out["_pred_typo"] = pred
     return out
+
+
+def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=OBJECT_TEMPLATES) -> float:
+    """mean_i KL(pi_ref(.|x_i) || pi_theta(.|x_i)) on clean images, each policy at its own logit scale and with its
+    own class embeddings (spec po_clip.md, "Evaluation")."""
+    import torch
+
+    def logp(m):
+        s = m.logit_scale.exp().float()
+        return torch.log_softmax(s * zero_shot_logits(m, tokenizer, clean, classes, templates), dim=-1)
+
+    with torch.no_grad():
+        lr, lp = logp(ref_model), logp(model)
+    return float((lr.exp() * (lr - lp)).sum(-1).mean())
+
+
+def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES) -> dict:
+    """The PO evaluation of one model on the standard sets (``sets["test"]`` and ``sets["test_heldout"]``, arrays
+    as from ``TypographicDataset.arrays``): clean_top1, typo_top1, attack_success, typo_heldout_top1,
+    attack_success_heldout and, given the reference, kl_drift on the clean held-out images."""
+    te = sets["test"]
+    m = typographic_metrics(model, tokenizer, classes, te["typo"], te["true"], te["written"], clean=te["clean"],
+                            templates=templates)
+    out = {"clean_top1": m["clean_top1"], "typo_top1": m["typo_top1"], "attack_success": m["attack_success_rate"]}
+    if "test_heldout" in sets:
+        h = sets["test_heldout"]
+        mh = typographic_metrics(model, tokenizer, classes, h["typo"], h["true"], h["written"], templates=templates)
+        out.update(typo_heldout_top1=mh["typo_top1"], attack_success_heldout=mh["attack_success_rate"])
+    if ref_model is not None:
+        out["kl_drift"] = kl_drift(model, ref_model, tokenizer, classes, te["clean"], templates)
+    return out

@@ -1,0 +1,94 @@
+"""The PO losses against the spec's equations, computed independently (numpy / closed forms)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipwb.losses.po import (dpo_loss, ipo_loss, kl_ref_policy, kto_loss, po_loss, policy_logprobs,
+                              preference_logratio)
+
+
+def _logp(seed, b=6, c=5, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return F.log_softmax(scale * torch.randn(b, c, generator=g, dtype=torch.float64), -1)
+
+
+Y_W = torch.tensor([0, 1, 2, 3, 4, 0])
+Y_L = torch.tensor([1, 2, 3, 4, 0, 2])
+
+
+def test_policy_logprobs_is_a_softmax_over_scaled_cosines():
+    g = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(4, 8, generator=g), torch.randn(3, 8, generator=g)
+    lp = policy_logprobs(img, txt, 100.0)
+    cos = np.array([[np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for b in txt.numpy()] for a in img.numpy()])
+    expect = 100 * cos - np.log(np.exp(100 * cos).sum(1, keepdims=True))
+    assert np.allclose(lp.numpy(), expect, atol=1e-3)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(4))
+
+
+def test_dpo_matches_the_equation_and_is_log2_at_the_reference():
+    pol, ref = _logp(1), _logp(2)
+    h = preference_logratio(pol, ref, Y_W, Y_L)
+    hh = [(pol[i, Y_W[i]] - pol[i, Y_L[i]]) - (ref[i, Y_W[i]] - ref[i, Y_L[i]]) for i in range(6)]
+    assert torch.allclose(h, torch.stack(hh))
+    beta, eps = 0.7, 0.1
+    expect = np.mean([-(1 - eps) * math.log(1 / (1 + math.exp(-beta * x))) - eps * math.log(1 / (1 + math.exp(beta * x)))
+                      for x in h.tolist()])
+    assert dpo_loss(h, beta, eps).item() == pytest.approx(expect, rel=1e-10)
+    assert po_loss("dpo", ref, ref, Y_W, Y_L, ref, ref, lam=1.0)[0].item() == pytest.approx(math.log(2))
+    # reference-free: the policy's own log-ratio only
+    free, _ = po_loss("dpo", pol, ref, Y_W, Y_L, pol, ref, lam=0.0, reference_free=True)
+    assert free.item() == pytest.approx(dpo_loss(preference_logratio(pol, None, Y_W, Y_L)).item())
+
+
+def test_ipo_is_minimal_at_its_target_margin():
+    beta = 0.05
+    h = torch.tensor([1 / (2 * beta)] * 3, dtype=torch.float64)
+    assert ipo_loss(h, beta).item() == 0
+    assert ipo_loss(h + 2, beta).item() == pytest.approx(4.0)
+
+
+def test_kto_equation_and_its_reference_point_gets_no_gradient():
+    r_w = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    r_l = torch.tensor([0.2, 0.3], dtype=torch.float64)
+    z0 = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    loss = kto_loss(r_w, r_l, z0, beta=1.5)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expect = np.mean([1 - sig(1.5 * (0.5 - 0.1)), 1 - sig(1.5 * (-1.0 - 0.1)), 1 - sig(1.5 * (0.1 - 0.2)),
+                      1 - sig(1.5 * (0.1 - 0.3))])
+    assert loss.item() == pytest.approx(expect)
+    loss.backward()
+    assert z0.grad is None and r_w.grad is not None and (r_w.grad < 0).all()
+
+
+def test_kl_is_kl_ref_to_policy_and_zero_at_the_reference():
+    pol, ref = _logp(3), _logp(4)
+    expect = F.kl_div(pol, ref, log_target=True, reduction="batchmean")  # sum ref * (log ref - log pol) / B
+    assert kl_ref_policy(ref, pol).item() == pytest.approx(expect.item())
+    assert kl_ref_policy(ref, ref).item() == 0
+    assert kl_ref_policy(ref, pol).item() > 0
+
+
+def test_ce_and_the_lambda_term():
+    pol, ref, pc, rc = _logp(5), _logp(6), _logp(7), _logp(8)
+    ce, stats = po_loss("ce", pol, ref, Y_W, Y_L, lam=5.0)
+    assert ce.item() == pytest.approx(F.nll_loss(pol, Y_W).item()) and math.isnan(stats["kl"])
+    for m in ("dpo", "ipo", "kto"):
+        l0, _ = po_loss(m, pol, ref, Y_W, Y_L, pc, rc, lam=0.0)
+        l2, s = po_loss(m, pol, ref, Y_W, Y_L, pc, rc, lam=2.0)
+        assert l2.item() == pytest.approx(l0.item() + 2 * kl_ref_policy(rc, pc).item())
+        assert s["kl"] == pytest.approx(kl_ref_policy(rc, pc).item())
+
+
+def test_stats_and_bad_calls():
+    pol, ref = _logp(9), _logp(10)
+    _, s = po_loss("dpo", pol, ref, Y_W, Y_L, pol, ref)
+    h = preference_logratio(pol, ref, Y_W, Y_L)
+    assert s["pref_acc"] == pytest.approx((h > 0).double().mean().item()) and s["margin"] == pytest.approx(h.mean().item())
+    with pytest.raises(ValueError, match="unknown PO method"):
+        po_loss("ppo", pol, ref, Y_W, Y_L)
+    with pytest.raises(ValueError, match="needs reference"):
+        po_loss("ipo", pol, None, Y_W, Y_L)
