@@ -162,3 +162,53 @@ def typo_manifest_stats(rows: list[dict], classes, save=None):
     axes[3].set(title="written word")
     fig.tight_layout()
     return _save(fig, save)
+
+
+def po_curves(logs: dict[str, list[dict]], save=None):
+    """Loss, preference accuracy (h > 0), mean margin h and KL per step, one line per method."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    for name, log in logs.items():
+        steps = [r["step"] for r in log]
+        for ax, key in zip(axes, ("loss", "pref_acc", "margin", "kl")):
+            vals = np.array([r.get(key, np.nan) for r in log], dtype=float)
+            if np.isfinite(vals).any():
+                ax.plot(steps, vals, label=name)
+    for ax, title in zip(axes, ("loss", "preference accuracy (h > 0)", "margin h (nats)", "KL(ref || policy), clean")):
+        ax.set(title=title, xlabel="step")
+    axes[0].set_yscale("symlog", linthresh=1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def tradeoff(points: dict[str, dict[str, dict]], reference: dict, x: str = "clean_top1", y: str = "typo_top1",
+             save=None):
+    """Clean vs typographic top-1: the reference model and, per method, raw (o) and averaged (s) weights."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    ax.scatter([reference[x]], [reference[y]], marker="*", s=180, color="black", label="pretrained", zorder=3)
+    for i, (name, res) in enumerate(points.items()):
+        c = plt.cm.tab10(i % 10)
+        for kind, marker in (("raw", "o"), ("avg", "s")):
+            if kind in res:
+                ax.scatter([res[kind][x]], [res[kind][y]], color=c, marker=marker, s=50,
+                           label=f"{name} ({kind})")
+    ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="robustness vs clean accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def sweep_plot(values, results: list[dict], param: str, keys=("clean_top1", "typo_top1", "typo_heldout_top1",
+                                                               "kl_drift"), save=None, title: str = ""):
+    """Metrics against one swept parameter (log-x when it spans more than a decade)."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    for k in keys:
+        ax.plot(values, [r.get(k, np.nan) for r in results], marker="o", label=k)
+    if min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_xscale("log")
+    ax.set(xlabel=param, title=title or f"sweep over {param}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, save)

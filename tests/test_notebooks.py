@@ -12,6 +12,8 @@ NOTEBOOKS = list_notebooks()
 # what each notebook must record (fractions in [0, 1]; *_seconds positive; n_* and skipped_* counts)
 REQUIRED = {
     "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "gender_top1", "occupation_top1", "pretrain_seconds"],
+    "02": ["reference_typo_top1", "reference_clean_top1", "ce_typo_top1", "dpo_typo_top1", "ipo_typo_top1",
+           "kto_typo_top1", "dpo_clean_top1", "dpo_train_seconds"],
     "01": ["n_images", "n_variants", "clean_top1", "typo_top1", "attack_success_rate", "skipped_corrupt",
            "build_seconds"],
 }

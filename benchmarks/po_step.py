@@ -1,0 +1,210 @@
+"""Time one PO training step of clipwb's trainer against three other compute patterns on the same model, batch
+and inputs (issue 4), and check that the PO losses agree with the reference pattern.
+
+- ours: ``clipwb.training.po_trainer.train_po`` (image tower trained, prompt features and reference
+  log-probs computed once); the step time is the median gap between consecutive log rows;
+- reference_pattern: the reference code's compute pattern: every parameter trained, policy and reference
+  re-encode the images and all prompts every step;
+- openclip_contrastive: one open_clip_train-style step (both towers, open_clip's ClipLoss, AdamW) on the same
+  images with their class prompts as captions;
+- floor: a bare forward and backward of the image tower over the same images with a trivial loss.
+
+Every pattern pushes the same 2B images (B typographic + B clean) through the image tower per step; img_per_s is
+2B / step time. Prints the ratios and writes benchmarks/results/po_step.json.
+
+    python benchmarks/po_step.py [--model tiny] [--batch 128] [--steps 8] [--rounds 2] [--method dpo]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clipwb.data.sets import AttackSetsConfig, attack_arrays
+from clipwb.evaluation.zeroshot import images_to_tensor
+from clipwb.io import atomic_write_text
+from clipwb.losses.po import po_loss
+from clipwb.models import load_model
+from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
+from clipwb.world import World
+
+OUT = Path(__file__).resolve().parent / "results" / "po_step.json"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _batches(data, batch, steps, seed=0):
+    order = np.random.default_rng(seed).permutation(len(data["typo"]))
+    return [order[(i * batch) % (len(order) - batch):][:batch] for i in range(steps)]
+
+
+def reference_pattern(lm, classes, data, cfg, batches, device, amp):
+    """Every parameter trained; policy and reference re-encode images and all prompts every step."""
+    pol = copy.deepcopy(lm.model).to(device).eval()
+    ref = copy.deepcopy(lm.model).to(device).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adamax(pol.parameters(), lr=cfg.lr)
+    tok = lm.tokenizer([t.format(c) for c in classes for t in cfg.templates]).to(device)
+    times, losses = [], []
+    for idx in batches:
+        _sync(device)
+        t = time.perf_counter()
+        x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), pol)
+        yw, yl = (torch.as_tensor(data[k][idx], device=device) for k in ("true", "written"))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            lp = F.log_softmax(pol.logit_scale.exp() * F.normalize(pol.visual(x).float(), dim=-1)
+                               @ class_features(pol, tok, len(classes)).T, -1)
+            with torch.no_grad():
+                lr_ = F.log_softmax(ref.logit_scale.exp() * F.normalize(ref.visual(x).float(), dim=-1)
+                                    @ class_features(ref, tok, len(classes)).T, -1)
+        b = len(idx)
+        loss, _ = po_loss(cfg.method, lp[:b], lr_[:b], yw, yl, lp[b:], lr_[b:], beta=cfg.beta_value, lam=cfg.lam)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+        losses.append(float(loss))
+    return times
+
+
+def openclip_contrastive(lm, classes, data, cfg, batches, device, amp):
+    from open_clip.loss import ClipLoss
+
+    m = copy.deepcopy(lm.model).to(device).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr)
+    loss_fn = ClipLoss()
+    times = []
+    for idx in batches:
+        _sync(device)
+        t = time.perf_counter()
+        x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m)
+        labels = np.concatenate([data["true"][idx], data["true"][idx]])
+        tok = lm.tokenizer([cfg.templates[0].format(classes[y]) for y in labels]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            img, txt, scale = m(x, tok)[:3]
+            loss = loss_fn(img.float(), txt.float(), scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def floor(lm, classes, data, cfg, batches, device, amp):
+    m = copy.deepcopy(lm.model).to(device).eval()
+    times = []
+    for idx in batches:
+        _sync(device)
+        t = time.perf_counter()
+        x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = m.visual(x).float().sum()
+        m.zero_grad(set_to_none=True)
+        loss.backward()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def ours(lm, classes, data, cfg, n_steps):
+    n = cfg.batch_size * n_steps
+    sub = {k: v[:n] for k, v in data.items() if k != "source"}
+    res = train_po(lm.model, lm.tokenizer, classes, sub, POConfig(**{**cfg.__dict__, "epochs": 1}), progress=False,
+                   save=False)
+    t = [r["seconds"] for r in res.log]
+    return list(np.diff(t)), res
+
+
+def loss_agreement(lm, classes, data, cfg, res, device, amp) -> dict:
+    """PO losses of the cached-reference path vs the re-encode-everything path on one batch, for the trained
+    policy (so that the reference term is not trivially zero)."""
+    idx = np.arange(cfg.batch_size)
+    pol = res.model.to(device)
+    tok = lm.tokenizer([t.format(c) for c in classes for t in cfg.templates]).to(device)
+    out = {}
+    ref_typo = reference_logprobs(lm.model.to(device), lm.tokenizer, classes, data["typo"][idx], cfg.templates)
+    ref_clean = reference_logprobs(lm.model.to(device), lm.tokenizer, classes, data["clean"][idx], cfg.templates)
+    with torch.no_grad():
+        x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), pol)
+        txt = class_features(lm.model, tok, len(classes))
+        lp = F.log_softmax(lm.model.logit_scale.exp() * F.normalize(pol.visual(x).float(), dim=-1) @ txt.T, -1)
+        ref = lm.model
+        lr_ = F.log_softmax(ref.logit_scale.exp() * F.normalize(ref.visual(x).float(), dim=-1)
+                            @ class_features(ref, tok, len(classes)).T, -1)
+    b = len(idx)
+    yw, yl = (torch.as_tensor(data[k][idx], device=device) for k in ("true", "written"))
+    for method in ("dpo", "ipo", "kto", "ce"):
+        c = POConfig(method=method)
+        a, _ = po_loss(method, lp[:b], ref_typo, yw, yl, lp[b:], ref_clean, beta=c.beta_value, lam=c.lam)
+        r, _ = po_loss(method, lp[:b], lr_[:b], yw, yl, lp[b:], lr_[b:], beta=c.beta_value, lam=c.lam)
+        out[method] = {"ours": float(a), "reference_pattern": float(r), "abs_diff": abs(float(a) - float(r))}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--batch", type=int, default=128, help="pairs per step (2x images through the tower)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per pattern and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--method", default="dpo")
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    device = resolve_device(None)
+    amp = device.type == "cuda" if args.bf16 == "auto" else args.bf16 == "on"
+    torch.manual_seed(0)
+    lm = load_model(args.model, device, progress=False)
+    classes, sets, _ = attack_arrays("world", world=World(), n_train=max(64, args.batch * (args.steps + 1) // 2),
+                                     n_test=16, cfg=AttackSetsConfig(k=2), progress=False)
+    data = sets["train"]
+    cfg = POConfig(method=args.method, lr=1e-4, batch_size=args.batch, device=str(device), autocast_bf16=amp,
+                   channels_last=False)
+    batches = _batches(data, args.batch, args.steps + 1)
+    timings = {"ours": [], "reference_pattern": [], "openclip_contrastive": [], "floor": []}
+    res = None
+    for _ in range(args.rounds):  # interleaved rounds: each pattern sees the same machine state
+        t, res = ours(lm, classes, data, cfg, args.steps + 1)
+        timings["ours"] += t
+        for name, fn in (("reference_pattern", reference_pattern), ("openclip_contrastive", openclip_contrastive),
+                         ("floor", floor)):
+            timings[name] += fn(lm, classes, data, cfg, batches, device, amp)[1:]  # drop the warm-up step
+    imgs = 2 * args.batch
+    step_s = {k: statistics.median(v) for k, v in timings.items()}
+    ips = {k: imgs / v for k, v in step_s.items()}
+    ratios = {"ours_vs_reference_pattern": ips["ours"] / ips["reference_pattern"],
+              "ours_vs_openclip_contrastive": ips["ours"] / ips["openclip_contrastive"],
+              "ours_vs_floor": ips["ours"] / ips["floor"]}
+    agree = loss_agreement(lm, classes, data, cfg, res, device, amp)
+    out = {"img_per_s": ips, "step_seconds": step_s, "ratios": ratios,
+           "targets": {"ours_vs_reference_pattern": 1.3, "ours_vs_openclip_contrastive": 1.0, "ours_vs_floor": 0.9},
+           "loss_agreement": agree, "max_loss_abs_diff": max(v["abs_diff"] for v in agree.values()),
+           "model": args.model, "batch_pairs": args.batch, "images_per_step": imgs, "steps": args.steps,
+           "rounds": args.rounds, "method": args.method, "bf16": amp, "device": str(device),
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+    for k, v in ips.items():
+        print(f"{k:22s} {v:9.1f} img/s   ({step_s[k] * 1e3:.1f} ms/step)")
+    for k, v in ratios.items():
+        print(f"{k:32s} {v:.2f}x  (target >= {out['targets'][k]})")
+    print(f"max |loss(ours) - loss(reference pattern)| over dpo/ipo/kto/ce: {out['max_loss_abs_diff']:.2e}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Running PO methods side by side from one pretrained model, and parameter sweeps (used by notebook 02 and the
+CLI). Each run trains a copy of the model with ``train_po`` and evaluates raw and averaged weights with
+``evaluation.typographic.po_eval`` on the held-out sets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import with_overrides
+from ..evaluation.typographic import po_eval
+from .po_trainer import POConfig, train_po
+
+
+@dataclass
+class MethodRuns:
+    reference: dict
+    results: dict = field(default_factory=dict)  # method -> {"raw": metrics, "avg": metrics}
+    logs: dict = field(default_factory=dict)  # method -> per-step log
+    train_seconds: dict = field(default_factory=dict)
+
+
+def compare_methods(lm, classes, sets: dict, methods, base: POConfig, per_method: dict | None = None,
+                    out_root: str | Path | None = None, progress: bool = True) -> MethodRuns:
+    """Train every method of ``methods`` on ``sets["train"]`` from ``lm.model`` with ``base`` (plus
+    ``per_method[m]`` overrides) and evaluate on ``sets["test"]`` / ``sets["test_heldout"]``."""
+    runs = MethodRuns(reference=po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, base.templates))
+    for m in methods:
+        cfg = with_overrides(base, {"method": m, **(per_method or {}).get(m, {})})
+        res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
+                       out_dir=Path(out_root) / m if out_root else None, progress=progress, model_name=lm.name)
+        runs.results[m] = {kind: po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
+                           for kind, model in (("raw", res.model), ("avg", res.avg_model))}
+        runs.logs[m] = res.log
+        runs.train_seconds[m] = res.train_seconds
+    return runs
+
+
+def sweep(lm, classes, sets: dict, base: POConfig, param: str, values, weights: str = "avg",
+          progress: bool = True) -> list[dict]:
+    """One run per value of ``param`` (a POConfig field, e.g. beta or lam); metrics of the ``weights`` model."""
+    out = []
+    for v in values:
+        cfg = with_overrides(base, {param: v})
+        res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
+        model = res.avg_model if weights == "avg" else res.model
+        out.append({param: v, **po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
+                    "train_seconds": res.train_seconds})
+    return out
