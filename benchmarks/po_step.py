@@ -76,7 +76,7 @@ def reference_pattern(lm, classes, data, cfg, batches, device, amp):
         opt.step()
         _sync(device)
         times.append(time.perf_counter() - t)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return times
 
 
