@@ -52,3 +52,24 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
     assert list((tmp_path / "figures").glob(f"{nb.name[:2]}_*.png"))
     assert res.seconds > 0
     assert str(NOTEBOOK_DIR) not in str(tmp_path)
+
+
+def test_po_notebook_runs_unchanged_on_the_real_path(tmp_path, tiny):
+    """Notebook 02 with an open_clip local-dir checkpoint (not the `tiny` spec) and an image-folder dataset: the
+    real path (ViT-B-32:openai + ImageNet-100) differs only in these two parameters."""
+    from clipwb.data.builders import export_image_folder
+    from clipwb.models.loading import save_model
+    from clipwb.world import World
+
+    world = World()
+    batch = world.generate(96, "val", "object")
+    root = export_image_folder(batch.images, batch.labels("class_name", world.classes), world.classes,
+                               tmp_path / "folder")
+    save_model(tiny.model, tmp_path / "ckpt", tiny.name)
+    nb = next(p for p in NOTEBOOKS if p.name.startswith("02_"))
+    run_notebook(nb, tmp_path / "out", "quick", parameters={
+        "model": f"local-dir:{tmp_path / 'ckpt'}", "source": str(root), "image_size": 64, "n_train": 64,
+        "n_test": 16, "methods": ["dpo"], "sweep_beta": [], "sweep_lam": []}, html=False, progress=False)
+    metrics = json.loads((tmp_path / "out" / "metrics" / f"{nb.stem}.json").read_text())
+    assert metrics["source"] == str(root) and metrics["model"].startswith("local-dir:")
+    assert 0 <= metrics["dpo"]["avg"]["typo_top1"] <= 1 and metrics["n_train_pairs"] == 64 * 2

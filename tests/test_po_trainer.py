@@ -192,3 +192,53 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     change = sum(float((w1[k] - w0[k].float()).norm() ** 2) for k in w1) ** 0.5
     diff = sum(float((w1[k] - w2[k]).norm() ** 2) for k in w1) ** 0.5
     assert change > 0 and diff < 0.02 * change, (diff, change)
+
+
+def test_a_killed_cli_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL a real `clipwb train-po` process after its first checkpoint, resume it, compare with a clean run."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cfg = tmp_path / "po.yaml"
+    cfg.write_text("batch_size: 16\nepochs: 3\nlr: 0.001\ndevice: cpu\ncheckpoint_every: 2\n"
+                   "autocast_bf16: false\nchannels_last: false\n")
+    common = [sys.executable, "-m", "clipwb", "train-po", "--method", "ipo", "--config", str(cfg), "--n-train", "32",
+              "--n-test", "16", "--k", "2", "--no-eval", "--no-progress"]
+    full = subprocess.run([*common, "--out", str(tmp_path / "full")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen([*common, "--out", str(tmp_path / "run")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (tmp_path / "run" / "raw").exists(), "killed too late to test a resume"
+    done = torch.load(ckpt, weights_only=True)["step"]
+    assert 2 <= done < 12
+    again = subprocess.run([*common, "--out", str(tmp_path / "run"), "--resume"], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for tag in ("raw", "avg"):
+        a = load_file(tmp_path / "full" / tag / "open_clip_model.safetensors")
+        b = load_file(tmp_path / "run" / tag / "open_clip_model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), tag
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(json.loads((tmp_path / "run" / "log.json").read_text())) == strip(
+        json.loads((tmp_path / "full" / "log.json").read_text()))
+
+
+def test_linear_probe_diagnostic_reads_the_class_from_clean_features(tiny, small):
+    from clipwb.evaluation.typographic import linear_probe_typo
+
+    _, data = small
+    as_clean = {n: {**data[n], "typo": data[n]["clean"]} for n in ("train", "test")}
+    clean = linear_probe_typo(tiny.model, as_clean)
+    attacked = linear_probe_typo(tiny.model, data)
+    assert clean["probe_typo_top1"] == clean["probe_clean_top1"] >= 0.3  # 5x chance from 32 training images
+    assert attacked["probe_typo_top1"] < clean["probe_typo_top1"]

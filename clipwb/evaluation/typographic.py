@@ -54,3 +54,19 @@ def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJ
     if ref_model is not None:
         out["kl_drift"] = kl_drift(model, ref_model, tokenizer, classes, te["clean"], templates)
     return out
+
+
+def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:
+    """How much of the true class survives in a model's features of attacked images: a logistic-regression probe
+    (scikit-learn) fitted on the frozen features of ``sets["train"]["typo"]`` and scored on ``sets["test"]``'s
+    attacked and clean images. A diagnostic of what a defence that does not change the features could reach."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .zeroshot import encode_images
+
+    f_tr = encode_images(model, sets["train"]["typo"]).cpu().numpy()
+    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(f_tr, sets["train"]["true"])
+    te = sets["test"]
+    return {"probe_train_top1": float(clf.score(f_tr, sets["train"]["true"])),
+            "probe_typo_top1": float(clf.score(encode_images(model, te["typo"]).cpu().numpy(), te["true"])),
+            "probe_clean_top1": float(clf.score(encode_images(model, te["clean"]).cpu().numpy(), te["true"]))}

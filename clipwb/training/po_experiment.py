@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import with_overrides
 from ..evaluation.typographic import po_eval
-from .po_trainer import POConfig, train_po
+from .po_trainer import po_config, train_po
 
 
 @dataclass
@@ -19,13 +18,16 @@ class MethodRuns:
     train_seconds: dict = field(default_factory=dict)
 
 
-def compare_methods(lm, classes, sets: dict, methods, base: POConfig, per_method: dict | None = None,
-                    out_root: str | Path | None = None, progress: bool = True) -> MethodRuns:
-    """Train every method of ``methods`` on ``sets["train"]`` from ``lm.model`` with ``base`` (plus
-    ``per_method[m]`` overrides) and evaluate on ``sets["test"]`` / ``sets["test_heldout"]``."""
-    runs = MethodRuns(reference=po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, base.templates))
+def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded", overrides: dict | None = None,
+                    per_method: dict | None = None, out_root: str | Path | None = None,
+                    progress: bool = True) -> MethodRuns:
+    """Train every method of ``methods`` on ``sets["train"]`` from ``lm.model`` with ``po_config(profile,
+    **overrides, **per_method[m])`` and evaluate on ``sets["test"]`` / ``sets["test_heldout"]``."""
+    overrides = overrides or {}
+    templates = po_config(profile, **overrides).templates
+    runs = MethodRuns(reference=po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, templates))
     for m in methods:
-        cfg = with_overrides(base, {"method": m, **(per_method or {}).get(m, {})})
+        cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
         res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
                        out_dir=Path(out_root) / m if out_root else None, progress=progress, model_name=lm.name)
         runs.results[m] = {kind: po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
@@ -35,12 +37,13 @@ def compare_methods(lm, classes, sets: dict, methods, base: POConfig, per_method
     return runs
 
 
-def sweep(lm, classes, sets: dict, base: POConfig, param: str, values, weights: str = "avg",
-          progress: bool = True) -> list[dict]:
-    """One run per value of ``param`` (a POConfig field, e.g. beta or lam); metrics of the ``weights`` model."""
+def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded", overrides: dict | None = None,
+          weights: str = "avg", progress: bool = True) -> list[dict]:
+    """One run per value of ``param`` (a POConfig field, e.g. beta or lam) with ``po_config(profile,
+    **overrides)``; metrics of the ``weights`` ("avg" or "raw") model."""
     out = []
     for v in values:
-        cfg = with_overrides(base, {param: v})
+        cfg = po_config(profile, **{**(overrides or {}), param: v})
         res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
         model = res.avg_model if weights == "avg" else res.model
         out.append({param: v, **po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
