@@ -67,7 +67,7 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
                      keep: list[tuple[torch.Tensor, torch.Tensor]] = (), cfg: LinearMapConfig | None = None,
                      progress: bool = False) -> tuple[torch.Tensor, list[dict]]:
     """Train W (d x d, from the identity) with DPO on (pref_feats, y_w over y_l, among pref_text's classes), the
-    KL to the identity map on each (feats, text) of ``keep`` and the near-orthogonality penalty. Returns W (float64)
+    KL to the identity map on each (feats, text[, weight]) of ``keep`` and the near-orthogonality penalty. Returns W (float64)
     and the per-step log."""
     from tqdm.auto import tqdm
 
@@ -76,10 +76,10 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
     pref_feats = pref_feats.double()
     pref_text = F.normalize(pref_text.double(), dim=-1)
     y_w, y_l = torch.as_tensor(np.asarray(y_w)), torch.as_tensor(np.asarray(y_l))
-    keep = [(f.double(), F.normalize(t.double(), dim=-1)) for f, t in keep]
+    keep = [(k[0].double(), F.normalize(k[1].double(), dim=-1), k[2] if len(k) > 2 else 1.0) for k in keep]
     with torch.no_grad():
         ref = _logp(pref_feats, None, pref_text, scale)
-        keep_ref = [_logp(f, None, t, scale) for f, t in keep]
+        keep_ref = [_logp(f, None, t, scale) for f, t, _ in keep]
     d = pref_feats.shape[1]
     eye = torch.eye(d, dtype=torch.float64)
     if cfg.rank is None:
@@ -100,9 +100,9 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
         h = preference_logratio(lp, ref[idx], y_w[idx], y_l[idx])
         loss_pref = dpo_loss(h, cfg.beta)
         kl = torch.zeros((), dtype=torch.float64)
-        for (f, t), r in zip(keep, keep_ref):
+        for (f, t, wk), r in zip(keep, keep_ref):
             j = torch.randint(len(f), (min(cfg.batch_size, len(f)),), generator=g)
-            kl = kl + kl_ref_policy(r[j], _logp(f[j], W, t, scale))
+            kl = kl + wk * kl_ref_policy(r[j], _logp(f[j], W, t, scale))
         ortho = ((W.T @ W - eye) ** 2).sum()
         loss = loss_pref + cfg.lam * kl + cfg.mu * ortho + cfg.nu * ((W - eye) ** 2).sum()
         opt.zero_grad()
