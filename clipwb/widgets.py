@@ -138,7 +138,7 @@ def static_sweep(cd: ConceptData, families: dict, ts, save_dir=None, index: int 
             ax.set(title=f"t = {t:g}", xticks=[], yticks=[])
         fig.tight_layout()
         if save_dir is not None:
-            viz._save(fig, os.path.join(save_dir, f"widget_sweep_{c.replace(' ', '_')}.png"))
+            viz._save(fig, os.path.join(save_dir, f"04_widget_sweep_{c.replace(' ', '_')}.png"))
         plt.show() if not headless() else None
         out[c] = {"probabilities": probs, "metrics": [{"t": float(t), **{k: evaluate(cd, fam.at(float(t)))[k] for k in keys}}
                                                       for t in ts]}

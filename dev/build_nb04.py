@@ -58,8 +58,9 @@ md("""## The demo
 
 In JupyterLab this is a live widget (slider for t, concept, example image). Headless (the report run) it renders
 the same views as a static sweep."""),
-code('''demo = steering_demo(test_cd, {"written text": typo_fam, "gender": gender_fam}, save_dir=str(reports.figure_path(out_dir, "x").parent))
-demo'''),
+code('''demo = steering_demo(test_cd, {"written text": typo_fam, "gender": gender_fam},
+                     save_dir=str(reports.figure_path(out_dir, "04_widget").parent))
+demo if not isinstance(demo, dict) else None'''),
 code('''t_neutral = neutral_t(gender_rows)
 metrics = {"gender_sweep": [{k: r[k] for k in ("t", "gender_top1", "occupation_top1", "object_top1", "occupation_gap")} for r in gender_rows],
            "typo_sweep": [{"t": r["t"], "clean_top1": r["object_top1"], "typo_top1": r["typo_top1"]} for r in typo_rows],

@@ -66,7 +66,7 @@ def test_trained_map_moves_the_preference_monotonically_in_t_and_keeps_the_other
     text_b = torch.zeros(2, d, dtype=torch.float64)
     text_b[0, 1], text_b[1, 1] = -1, 1
     W, log = train_linear_map(f, text_a, 1 - a, a, scale=10.0, keep=[(f, text_b)],
-                              cfg=LinearMapConfig(steps=200, lr=0.02, lam=5.0, mu=0.1))
+                              cfg=LinearMapConfig(steps=200, lr=0.02, lam=5.0, mu=0.1, nu=0.0))
     assert log[-1]["pref_acc"] > 0.9
     fam = StrengthFamily(W)
     acc_a, acc_b = [], []

@@ -172,6 +172,7 @@ def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
                                   "written_word": ("typo", "written"), "object_class": ("typo", "class")}.items():
         X = cd.feats[set_name] if W_t is None else steer(cd.feats[set_name], W_t)
         y = cd.labels[set_name][key]
-        Xtr, Xte, ytr, yte = train_test_split(X.numpy(), y, test_size=0.5, random_state=seed, stratify=y)
+        strat = y if np.bincount(y).min(initial=2) >= 2 and (np.bincount(y)[np.unique(y)] >= 2).all() else None
+        Xtr, Xte, ytr, yte = train_test_split(X.numpy(), y, test_size=0.5, random_state=seed, stratify=strat)
         out[name] = float(LogisticRegression(max_iter=2000, random_state=seed).fit(Xtr, ytr).score(Xte, yte))
     return out

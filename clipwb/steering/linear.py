@@ -50,7 +50,7 @@ class LinearMapConfig:
     mu: float = 1.0  # weight of ||W^T W - I||_F^2
     # weight of ||W - I||_F^2: keeps the learned change small, so that the rotations of W_t stay small and the
     # path from I to W is nearly straight (without it, rotations in directions the losses do not see grow freely)
-    nu: float = 1.0
+    nu: float = 0.1
     rank: int | None = None  # W = I + A B^T of this rank (None: a full d x d map)
     lr: float = 1e-2
     steps: int = 300
