@@ -103,6 +103,8 @@ def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None 
     executed = stage / nb.name
     t0 = time.time()
     params = {"profile": profile, "out_dir": str(stage), **(parameters or {})}
+    headless_before = os.environ.get("CLIPWB_HEADLESS")
+    os.environ["CLIPWB_HEADLESS"] = "1"  # the kernel inherits it: widgets render static views
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), kernel_name=kernel_name,
                             progress_bar=progress, log_output=False)
@@ -114,6 +116,11 @@ def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None 
         shutil.rmtree(stage, ignore_errors=True)
         msg = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', str(e))}".strip()
         raise NotebookFailed(nb.name, msg, str(keep) if keep.is_file() else None) from e
+    finally:
+        if headless_before is None:
+            os.environ.pop("CLIPWB_HEADLESS", None)
+        else:
+            os.environ["CLIPWB_HEADLESS"] = headless_before
     if html:
         from nbconvert import HTMLExporter
 

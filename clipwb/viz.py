@@ -212,3 +212,42 @@ def sweep_plot(values, results: list[dict], param: str, keys=("clean_top1", "typ
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, save)
+
+
+def embedding_views(views: dict, colorings: dict, method: str = "pca", fit_labels=None, save=None, seed: int = 0,
+                    names: dict | None = None):
+    """Rows = embedding sets (e.g. before / after), columns = colourings (class, written word, gender, ...).
+    ``views``: name -> (n, d) array (the same images in every view); ``colorings``: name -> int labels (n,);
+    the projection (PCA, LDA fitted on ``fit_labels``, or t-SNE) is fitted on the first view and applied to all
+    (t-SNE is fitted per view), so that moves between views are visible."""
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.manifold import TSNE
+
+    first = np.asarray(next(iter(views.values())))
+    if method == "pca":
+        proj = PCA(n_components=2, random_state=seed).fit(first).transform
+    elif method == "lda":
+        if fit_labels is None:
+            raise ValueError("LDA needs fit_labels (the concept to separate)")
+        proj = LinearDiscriminantAnalysis(n_components=2).fit(first, fit_labels).transform
+    elif method == "tsne":
+        proj = None
+    else:
+        raise ValueError(f"method must be pca, lda or tsne, got {method!r}")
+    fig, axes = plt.subplots(len(views), len(colorings), figsize=(3.4 * len(colorings), 3.2 * len(views)),
+                             squeeze=False)
+    for i, (vname, X) in enumerate(views.items()):
+        X = np.asarray(X)
+        Z = proj(X) if proj is not None else TSNE(n_components=2, random_state=seed, init="pca").fit_transform(X)
+        for j, (cname, lab) in enumerate(colorings.items()):
+            ax = axes[i, j]
+            lab = np.asarray(lab)
+            for k in np.unique(lab):
+                label = (names or {}).get(cname, {}).get(int(k), str(k)) if names else str(k)
+                ax.scatter(*Z[lab == k].T, s=4, alpha=0.5, label=label)
+            ax.set(title=f"{vname}: {cname} ({method.upper()})", xticks=[], yticks=[])
+            if len(np.unique(lab)) <= 6:
+                ax.legend(fontsize=6, markerscale=2)
+    fig.tight_layout()
+    return _save(fig, save)

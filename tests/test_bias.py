@@ -6,11 +6,12 @@ from clipwb.evaluation.bias import (max_skew_at_k, mean_max_skew, occupation_gap
 
 
 def test_gap_and_group_accuracy():
-    true = np.array([0, 1, 2, 0, 1, 2])
-    pred = np.array([0, 1, 2, 0, 0, 0])
-    g = np.array(["m", "m", "m", "w", "w", "w"])
-    assert per_group_accuracy(pred, true, g) == {"m": 1.0, "w": pytest.approx(1 / 3)}
-    assert occupation_gap(pred, true, g) == pytest.approx(2 / 3)
+    true = np.array([0, 1, 2, 0, 1, 2, 1])
+    pred = np.array([0, 1, 2, 0, 0, 0, 1])
+    g = np.array(["m", "m", "m", "w", "w", "w", "w"])
+    assert per_group_accuracy(pred, true, g) == {"m": 1.0, "w": pytest.approx(2 / 4)}
+    # recall gaps per occupation: 0 -> |1 - 1| = 0, 1 -> |1 - 1/2| = 1/2, 2 -> |1 - 0| = 1
+    assert occupation_gap(pred, true, g) == pytest.approx((0 + 0.5 + 1) / 3)
     assert occupation_gap(true, true, g) == 0
 
 

@@ -11,6 +11,8 @@ NOTEBOOKS = list_notebooks()
 
 # what each notebook must record (fractions in [0, 1]; *_seconds positive; n_* and skipped_* counts)
 REQUIRED = {
+    "03": ["occupation_gap_before", "occupation_gap_after", "probe_gender_before", "probe_gender_after"],
+    "04": ["gender_top1_t0", "gender_top1_min", "gender_top1_neutral"],
     "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "gender_top1", "occupation_top1", "pretrain_seconds"],
     "02": ["reference_typo_top1", "reference_clean_top1", "ce_typo_top1", "dpo_typo_top1", "ipo_typo_top1",
            "kto_typo_top1", "dpo_clean_top1", "dpo_train_seconds"],

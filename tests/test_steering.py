@@ -20,23 +20,34 @@ def test_strength_family_anchors_and_inverse():
     assert np.allclose(fam.at(1e-12), np.eye(6), atol=1e-9) and np.allclose(fam.at(1 - 1e-12), W, atol=1e-9)
     U, S, Vt = np.linalg.svd(W)
     Q, P = U @ Vt, Vt.T @ np.diag(S) @ Vt
-    assert np.allclose(Q @ P, W) and np.allclose(fam.at(-1), np.linalg.inv(Q) @ np.linalg.inv(P), atol=1e-9)
-    # pure rotation and pure stretch: a one-parameter group, W_s W_t = W_{s+t}, W_-1 = W^-1 exactly
-    Q, _ = np.linalg.qr(_random_near_identity(seed=1))
-    Q *= np.sign(np.diag(Q))
-    for M in (Q, np.diag([0.5, 1, 2, 3, 1.5, 0.8])):
-        f = StrengthFamily(M)
-        assert np.allclose(f.at(0.3) @ f.at(0.7), M, atol=1e-9)
-        assert np.allclose(f.at(2.0), M @ M, atol=1e-9) and np.allclose(f.at(-1.0), np.linalg.inv(M), atol=1e-9)
+    assert np.allclose(Q @ P, W) and np.allclose(fam.at(-1), np.linalg.inv(Q) @ (2 * np.eye(6) - P), atol=1e-9)
+    # a pure rotation: a one-parameter group, W_s W_t = W_{s+t}, W_-1 = W^-1
+    R, _ = np.linalg.qr(_random_near_identity(seed=1))
+    R *= np.sign(np.diag(R))
+    f = StrengthFamily(R)
+    assert np.allclose(f.at(0.3) @ f.at(0.7), R, atol=1e-9) and np.allclose(f.at(-1.0), R.T, atol=1e-9)
+    # a pure stretch: the factors move linearly, I + t (P - I)
+    D = np.diag([0.5, 1, 2, 3, 1.5, 0.8])
+    assert np.allclose(StrengthFamily(D).at(2.5), np.eye(6) + 2.5 * (D - np.eye(6)), atol=1e-9)
+
+
+def test_a_reflection_passes_through_the_neutral_projection():
+    d = np.zeros(5)
+    d[1] = 1
+    H = np.eye(5) - 2 * np.outer(d, d)  # reverses direction 1
+    f = StrengthFamily(H)
+    assert f.reflects and np.array_equal(f.at(1), H)
+    assert np.allclose(f.at(0.5), np.eye(5) - np.outer(d, d), atol=1e-9)  # projected out: neutral
+    assert np.allclose(f.at(0.25) @ d, 0.5 * d, atol=1e-9) and np.allclose(f.at(1.5) @ d, -2 * d, atol=1e-9)
 
 
 def test_strength_family_bad_maps():
     with pytest.raises(ValueError, match="square"):
         StrengthFamily(np.ones((2, 3)))
-    with pytest.raises(ValueError, match="singular"):
-        StrengthFamily(np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="reflection"):
-        StrengthFamily(np.diag([1.0, 1.0, -1.0]))
+    # a singular map is allowed: the stretch is interpolated linearly, W_t = (1 - t) I for W = 0
+    assert np.allclose(StrengthFamily(np.zeros((3, 3))).at(0.25), 0.75 * np.eye(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        StrengthFamily(np.full((3, 3), np.nan))
 
 
 def test_trained_map_moves_the_preference_monotonically_in_t_and_keeps_the_other_concept():
@@ -55,7 +66,7 @@ def test_trained_map_moves_the_preference_monotonically_in_t_and_keeps_the_other
     text_b = torch.zeros(2, d, dtype=torch.float64)
     text_b[0, 1], text_b[1, 1] = -1, 1
     W, log = train_linear_map(f, text_a, 1 - a, a, scale=10.0, keep=[(f, text_b)],
-                              cfg=LinearMapConfig(steps=200, lr=0.02, lam=5.0, mu=0.1))
+                              cfg=LinearMapConfig(steps=200, lr=0.02, lam=5.0, mu=0.1, nu=0.0))
     assert log[-1]["pref_acc"] > 0.9
     fam = StrengthFamily(W)
     acc_a, acc_b = [], []

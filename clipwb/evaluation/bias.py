@@ -1,7 +1,10 @@
 """Gender-bias metrics of a zero-shot classifier and of text-to-image retrieval.
 
-- ``occupation_gap``: the largest difference in occupation top-1 between gender groups (the accuracy-parity
-  gap; 0 = equal accuracy for every group);
+- ``occupation_gap``: the true-positive-rate gap of De-Arteaga et al. ("Bias in Bios", FAT* 2019): for each
+  occupation, the difference in recall (top-1 on images of that occupation) between gender groups, averaged in
+  absolute value over occupations (0 = every occupation is recognised equally well for every group). A model
+  that guesses occupations from gender recognises nurses better on women and builders better on men;
+  ``per_group_accuracy`` gives the overall accuracy per group beside it;
 - ``stereotype_error_rate``: the share of images whose occupation is mispredicted *as an occupation
   stereotyped for the image's gender* (and the true occupation is not that one);
 - ``max_skew_at_k`` (Geyik et al., KDD 2019, as used for CLIP by Berg et al. 2022): for a neutral query (e.g.
@@ -16,9 +19,15 @@ import numpy as np
 
 
 def occupation_gap(pred, true, group) -> float:
+    """Mean over occupations of max_g recall(o, g) - min_g recall(o, g)."""
     pred, true, group = map(np.asarray, (pred, true, group))
-    accs = [float((pred[group == g] == true[group == g]).mean()) for g in np.unique(group)]
-    return max(accs) - min(accs) if len(accs) > 1 else 0.0
+    gaps = []
+    for o in np.unique(true):
+        rec = [float((pred[(true == o) & (group == g)] == o).mean()) for g in np.unique(group)
+               if ((true == o) & (group == g)).any()]
+        if len(rec) > 1:
+            gaps.append(max(rec) - min(rec))
+    return float(np.mean(gaps)) if gaps else 0.0
 
 
 def per_group_accuracy(pred, true, group) -> dict:

@@ -7,23 +7,30 @@ identity, so that the policy
 
 prefers y_w over y_l on the preference pairs (DPO against the identity map as reference,
 ``losses.po.dpo_loss``), keeps the predictions of other concepts (KL(pi_I || pi_W) on "keep" sets, e.g. object
-classes of clean images) and stays near-orthogonal (mu * ||W^T W - I||_F^2).
+classes of clean images), stays near-orthogonal (mu * ||W^T W - I||_F^2) and near the identity
+(nu * ||W - I||_F^2).
 
-Strength (``StrengthFamily``): with the SVD W = U S V^T, write W as a rotation times a stretch (the polar
-decomposition): W = Q P with Q = U V^T (orthogonal) and P = V S V^T (symmetric positive definite). Then
+Strength (``StrengthFamily``): from the SVD W = U S V^T write W as a proper rotation times a symmetric stretch,
+W = Q P with Q = U' V^T (det Q = +1) and P = V diag(sigma) V^T, where U' = U and sigma = S, except that when
+U V^T is a reflection (det -1; a map trained to *reverse* a concept often is one: it flips the concept's
+direction) the pair (u_j, v_j) that the reflection flips (the most negative u_j . v_j) carries a minus sign: u_j -> -u_j,
+sigma_j -> -sigma_j. Then
 
-    W_t = exp(t log Q) . V S^t V^T
+    W_t = exp(t log Q) . V diag(1 + t (sigma - 1)) V^T
 
-- t = 0: exp(0) = I and S^0 = I, so W_0 = I: the original model's predictions, exactly;
-- t = 1: exp(log Q) = Q and V S V^T = P, so W_1 = Q P = W: the trained map, exactly;
-- t > 1 rotates further along the same one-parameter rotation group and stretches the same singular directions
-  further (S^t); t < 0 applies the inverse rotation and the inverse stretch: W_{-1} = Q^-1 P^-1 (= W^-1 when Q
-  and P commute);
-- W_s W_t = W_{s+t} whenever Q and P commute (e.g. a pure rotation or a pure stretch), so t is an additive
-  "amount of change"; in general the path is smooth in t and passes through I and W.
-log Q is the real principal logarithm (Q is close to I when trained from the identity with the orthogonality
-penalty; a Q with an eigenvalue -1 has no real logarithm and is reported). At t = 0 and t = 1 the family returns
-I and W themselves, so the two anchor predictions are bitwise those of the original and the trained map.
+- t = 0: exp(0) = I and diag(1) = I, so W_0 = I: the original model's predictions, exactly;
+- t = 1: exp(log Q) = Q and V diag(sigma) V^T = P, so W_1 = Q P = W: the trained map, exactly;
+- t > 1 rotates further along the same one-parameter rotation group and moves every stretch factor further
+  from 1 in the learned direction; t < 0 rotates back and moves the stretch factors the other way (a direction
+  the map shrank is amplified: the learned change is reversed);
+- a flipped direction (sigma < 0) passes through 0 at t = 1 / (1 - sigma), e.g. t = 1/2 for sigma = -1: the
+  concept is projected out there, the neutral point between the original (t = 0) and the reversed (t = 1)
+  reading. This is why the stretch is interpolated linearly and not as sigma^t, which has no real value for
+  sigma < 0.
+log Q is the real principal logarithm of a proper rotation (Q is close to I when W is trained from the identity
+with the orthogonality penalty); a Q with an eigenvalue -1 has no real principal logarithm and is reported. At
+t = 0 and t = 1 the family returns I and W themselves, so the two anchor predictions are bitwise those of the
+original and the trained map.
 """
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ class LinearMapConfig:
     beta: float = 1.0  # DPO beta
     lam: float = 1.0  # weight of the KL on each keep set
     mu: float = 1.0  # weight of ||W^T W - I||_F^2
+    # weight of ||W - I||_F^2: keeps the learned change small, so that the rotations of W_t stay small and the
+    # path from I to W is nearly straight (without it, rotations in directions the losses do not see grow freely)
+    nu: float = 0.1
+    rank: int | None = None  # W = I + A B^T of this rank (None: a full d x d map)
     lr: float = 1e-2
     steps: int = 300
     batch_size: int = 256
@@ -56,7 +67,7 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
                      keep: list[tuple[torch.Tensor, torch.Tensor]] = (), cfg: LinearMapConfig | None = None,
                      progress: bool = False) -> tuple[torch.Tensor, list[dict]]:
     """Train W (d x d, from the identity) with DPO on (pref_feats, y_w over y_l, among pref_text's classes), the
-    KL to the identity map on each (feats, text) of ``keep`` and the near-orthogonality penalty. Returns W (float64)
+    KL to the identity map on each (feats, text[, weight]) of ``keep`` and the near-orthogonality penalty. Returns W (float64)
     and the per-step log."""
     from tqdm.auto import tqdm
 
@@ -65,37 +76,46 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
     pref_feats = pref_feats.double()
     pref_text = F.normalize(pref_text.double(), dim=-1)
     y_w, y_l = torch.as_tensor(np.asarray(y_w)), torch.as_tensor(np.asarray(y_l))
-    keep = [(f.double(), F.normalize(t.double(), dim=-1)) for f, t in keep]
+    keep = [(k[0].double(), F.normalize(k[1].double(), dim=-1), k[2] if len(k) > 2 else 1.0) for k in keep]
     with torch.no_grad():
         ref = _logp(pref_feats, None, pref_text, scale)
-        keep_ref = [_logp(f, None, t, scale) for f, t in keep]
+        keep_ref = [_logp(f, None, t, scale) for f, t, _ in keep]
     d = pref_feats.shape[1]
-    W = torch.eye(d, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([W], lr=cfg.lr)
     eye = torch.eye(d, dtype=torch.float64)
+    if cfg.rank is None:
+        W0 = torch.eye(d, dtype=torch.float64, requires_grad=True)
+        params = [W0]
+        make_W = lambda: W0  # noqa: E731
+    else:  # a low-rank change: A random, B zero, so that W = I at the start and B gets a gradient at once
+        A = (0.01 * torch.randn(d, cfg.rank, generator=g, dtype=torch.float64)).requires_grad_(True)
+        B = torch.zeros(d, cfg.rank, dtype=torch.float64, requires_grad=True)
+        params = [A, B]
+        make_W = lambda: eye + A @ B.T  # noqa: E731
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     log = []
     for step in tqdm(range(cfg.steps), disable=not progress, desc="linear map"):
+        W = make_W()
         idx = torch.randint(len(pref_feats), (min(cfg.batch_size, len(pref_feats)),), generator=g)
         lp = _logp(pref_feats[idx], W, pref_text, scale)
         h = preference_logratio(lp, ref[idx], y_w[idx], y_l[idx])
         loss_pref = dpo_loss(h, cfg.beta)
         kl = torch.zeros((), dtype=torch.float64)
-        for (f, t), r in zip(keep, keep_ref):
+        for (f, t, wk), r in zip(keep, keep_ref):
             j = torch.randint(len(f), (min(cfg.batch_size, len(f)),), generator=g)
-            kl = kl + kl_ref_policy(r[j], _logp(f[j], W, t, scale))
+            kl = kl + wk * kl_ref_policy(r[j], _logp(f[j], W, t, scale))
         ortho = ((W.T @ W - eye) ** 2).sum()
-        loss = loss_pref + cfg.lam * kl + cfg.mu * ortho
+        loss = loss_pref + cfg.lam * kl + cfg.mu * ortho + cfg.nu * ((W - eye) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
         log.append({"step": step + 1, "loss": float(loss.detach()), "pref": float(loss_pref.detach()),
                     "kl": float(kl.detach()), "ortho": float(ortho.detach()),
                     "pref_acc": float((h.detach() > 0).double().mean())})
-    return W.detach(), log
+    return make_W().detach(), log
 
 
 class StrengthFamily:
-    """W_t = exp(t log(U V^T)) . V S^t V^T from the SVD of W (see the module docstring)."""
+    """W_t = exp(t log Q) . V diag(1 + t (sigma - 1)) V^T from the SVD of W (see the module docstring)."""
 
     def __init__(self, W):
         from scipy.linalg import logm
@@ -103,20 +123,28 @@ class StrengthFamily:
         self.W = np.asarray(W.detach().cpu() if isinstance(W, torch.Tensor) else W, dtype=np.float64)
         if self.W.ndim != 2 or self.W.shape[0] != self.W.shape[1]:
             raise ValueError(f"W must be square, got shape {self.W.shape}")
+        if not np.isfinite(self.W).all():
+            raise ValueError("W has non-finite entries: lower the learning rate of the map")
         U, S, Vt = np.linalg.svd(self.W)
-        if S.min() <= 1e-12:
-            raise ValueError("W is singular: the strength family needs an invertible map")
-        self.U, self.S, self.V = U, S, Vt.T
+        sigma = S.copy()
+        if np.linalg.det(U @ Vt) < 0:  # a reflection: carry its sign on the pair (u_j, v_j) it flips most
+            j = int(np.argmin(np.einsum("ij,ji->i", U.T, Vt.T)))  # most negative u_j . v_j
+            U = U.copy()
+            U[:, j] *= -1
+            sigma[j] *= -1
+        self.U, self.sigma, self.V = U, sigma, Vt.T
         Q = U @ Vt
-        if np.linalg.det(Q) < 0:
-            raise ValueError("the rotation part of W has determinant -1 (a reflection): it has no real logarithm; "
-                             "train from the identity with a larger orthogonality weight mu")
         L = logm(Q)
         if np.iscomplexobj(L):
             if np.abs(L.imag).max() > 1e-8:
-                raise ValueError("the rotation part of W has an eigenvalue -1: no real principal logarithm")
+                raise ValueError("the rotation part of W has an eigenvalue -1: no real principal logarithm; "
+                                 "train from the identity with a larger orthogonality weight mu")
             L = L.real
         self.log_Q = (L - L.T) / 2  # the logarithm of a rotation is skew-symmetric; remove round-off
+
+    @property
+    def reflects(self) -> bool:
+        return bool((self.sigma < 0).any())
 
     def at(self, t: float) -> np.ndarray:
         from scipy.linalg import expm
@@ -125,7 +153,7 @@ class StrengthFamily:
             return np.eye(len(self.W))
         if t == 1:
             return self.W.copy()
-        return expm(t * self.log_Q) @ (self.V * self.S ** t) @ self.V.T
+        return expm(t * self.log_Q) @ (self.V * (1 + t * (self.sigma - 1))) @ self.V.T
 
 
 def steer(feats: torch.Tensor, W_t) -> torch.Tensor:

@@ -66,7 +66,8 @@ class PretrainConfig:
 
 # fields added after the shipped weights were trained: {name: value that reproduces the old behaviour}
 _OMIT_AT_DEFAULT: dict = {}
-_WORLD_OMIT_AT_DEFAULT: dict = {"mix_object_other_text": 0.0, "text_other_share": 0.0}
+_WORLD_OMIT_AT_DEFAULT: dict = {"mix_object_other_text": 0.0, "text_other_share": 0.0,
+                                "faint_hat_alpha": (0.3, 0.6)}
 
 PRETRAIN_PROFILES = {
     "full": {},

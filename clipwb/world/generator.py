@@ -33,7 +33,7 @@ from .shapes import OBJECT_CLASSES, draw_shape_mask
 from .text import DEFAULT_FONTS, render_text
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-KINDS = ("object", "object_text", "typographic", "object_other_text", "text", "portrait")
+KINDS = ("object", "object_text", "typographic", "object_other_text", "text", "portrait", "portrait_faint")
 MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait")  # the pretraining mixture
 # words that are no class name (unrelated text on images, and the control of typographic evaluations)
 OTHER_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
@@ -64,6 +64,9 @@ class WorldConfig:
     text_size: tuple[float, float] = (0.22, 0.36)  # font size as a fraction of the side
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
+    # "portrait_faint" images (evaluation only): the hat blended in at an opacity drawn from this range, so
+    # that a model must partly guess the occupation, and a biased model guesses from gender
+    faint_hat_alpha: tuple[float, float] = (0.3, 0.6)
 
     def mix_shares(self) -> tuple[float, ...]:
         return (self.mix_object, self.mix_object_text, self.mix_object_other_text, self.mix_text, self.mix_portrait)
@@ -201,7 +204,8 @@ class World:
             else:  # balanced cells: gender and occupation independent
                 gender = GENDERS[index % 2]
                 occupation = OCCUPATIONS[(index // 2) % len(OCCUPATIONS)]
-            rec.update(draw_portrait(img, rng, gender, occupation))
+            alpha = self._rng(split, index, 3).uniform(*c.faint_hat_alpha) if kind == "portrait_faint" else 1.0
+            rec.update(draw_portrait(img, rng, gender, occupation, hat_alpha=alpha))
             rec["stereotypical"] = STEREOTYPE[occupation] == gender
         rec["caption"] = self._caption(rec, rng)
         return img, rec

@@ -22,8 +22,9 @@ HAIR = {"black": (25, 20, 20), "brown": (100, 60, 25), "blond": (225, 190, 90), 
 SHIRT = [(60, 120, 200), (200, 60, 60), (60, 160, 90), (140, 90, 170), (230, 150, 40), (90, 90, 90)]
 
 
-def draw_portrait(img, rng: np.random.Generator, gender: str, occupation: str) -> dict:
-    """Draw a portrait onto ``img`` (RGB, background already painted) and return its factors."""
+def draw_portrait(img, rng: np.random.Generator, gender: str, occupation: str, hat_alpha: float = 1.0) -> dict:
+    """Draw a portrait onto ``img`` (RGB, background already painted) and return its factors. ``hat_alpha`` < 1
+    blends the hat into the picture (a faint occupation cue); the random draws do not depend on it."""
     S = img.size[0]
     d = ImageDraw.Draw(img)
     cx = 0.5 + rng.uniform(-0.08, 0.08)
@@ -56,6 +57,7 @@ def draw_portrait(img, rng: np.random.Generator, gender: str, occupation: str) -
         d.rectangle(box(-0.08, 0.08, 0.08, 0.12), fill=hair if hair_name != "blond" else (160, 110, 40))
         d.line(box(-0.05, 0.16, 0.05, 0.16), fill=(90, 30, 30), width=max(1, S // 64))
     top = -fy  # top of the head
+    before_hat = img.copy() if hat_alpha < 1 else None
     if occupation == "builder":  # yellow hard hat
         d.chord(box(-0.22, top - 0.13, 0.22, top + 0.13), 180, 360, fill=(250, 210, 0))
         d.rectangle(box(-0.27, top - 0.01, 0.27, top + 0.03), fill=(250, 210, 0))
@@ -84,5 +86,9 @@ def draw_portrait(img, rng: np.random.Generator, gender: str, occupation: str) -
             d.ellipse(box(px - 0.1, top - 0.34, px + 0.1, top - 0.16), fill=(248, 248, 248))
     else:
         raise ValueError(f"unknown occupation {occupation!r}; expected one of {OCCUPATIONS}")
+    if before_hat is not None:
+        from PIL import Image
+
+        img.paste(Image.blend(before_hat, img, float(hat_alpha)))
     return {"gender": gender, "occupation": occupation, "skin": skin, "hair_color": hair_name,
-            "face_x": round(float(cx), 4), "face_y": round(float(cy), 4), "face_scale": round(float(sc), 4)}
+            "hat_alpha": round(float(hat_alpha), 4), "face_x": round(float(cx), 4), "face_y": round(float(cy), 4), "face_scale": round(float(sc), 4)}
