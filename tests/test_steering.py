@@ -78,3 +78,22 @@ def test_trained_map_moves_the_preference_monotonically_in_t_and_keeps_the_other
     assert all(x >= y - 0.02 for x, y in zip(acc_a, acc_a[1:])), acc_a  # monotone (within noise)
     assert min(acc_b) > max(acc_b) - 0.05, acc_b
     assert torch.equal(steer(f, fam.at(0)), f)
+
+
+def test_symmetric_maps_move_linearly_in_t_even_with_several_flipped_directions():
+    rng = np.random.default_rng(2)
+    V, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    W = V @ np.diag([1.0, 1.2, 0.7, -0.8, -1.0, 0.9]) @ V.T  # two flipped directions, |-1| = |1| degenerate
+    fam = StrengthFamily(W)
+    assert fam.reflects and np.allclose(fam.log_Q, 0, atol=1e-9)
+    for t in (-0.5, 0.3, 0.5, 1.7, 2.0):
+        assert np.allclose(fam.at(t), np.eye(6) + t * (W - np.eye(6)), atol=1e-9)
+
+
+def test_symmetric_training_gives_a_symmetric_map():
+    g = torch.Generator().manual_seed(0)
+    f = F.normalize(torch.randn(64, 5, generator=g, dtype=torch.float64), dim=-1)
+    text = F.normalize(torch.randn(2, 5, generator=g, dtype=torch.float64), dim=-1)
+    y = (f @ text.T).argmax(-1).numpy()
+    W, _ = train_linear_map(f, text, 1 - y, y, 10.0, cfg=LinearMapConfig(steps=30, symmetric=True))
+    assert torch.allclose(W, W.T) and not torch.allclose(W, torch.eye(5, dtype=W.dtype))

@@ -11,10 +11,11 @@ classes of clean images), stays near-orthogonal (mu * ||W^T W - I||_F^2) and nea
 (nu * ||W - I||_F^2).
 
 Strength (``StrengthFamily``): from the SVD W = U S V^T write W as a proper rotation times a symmetric stretch,
-W = Q P with Q = U' V^T (det Q = +1) and P = V diag(sigma) V^T, where U' = U and sigma = S, except that when
-U V^T is a reflection (det -1; a map trained to *reverse* a concept often is one: it flips the concept's
-direction) the pair (u_j, v_j) that the reflection flips (the most negative u_j . v_j) carries a minus sign: u_j -> -u_j,
-sigma_j -> -sigma_j. Then
+W = Q P with Q = U' V^T (det Q = +1) and P = V diag(sigma) V^T, where U' = U and sigma = S, except that every
+singular pair pointing in opposite directions (u_j . v_j < 0: a map trained to *reverse* a concept flips that
+concept's direction) carries a minus sign, u_j -> -u_j and sigma_j -> -sigma_j (plus, if needed to keep
+det Q = +1, the least aligned remaining pair). A symmetric W is decomposed by its eigenvectors: Q = I and sigma =
+its eigenvalues, so W_t = I + t (W - I) exactly. Then
 
     W_t = exp(t log Q) . V diag(1 + t (sigma - 1)) V^T
 
@@ -52,6 +53,9 @@ class LinearMapConfig:
     # path from I to W is nearly straight (without it, rotations in directions the losses do not see grow freely)
     nu: float = 0.1
     rank: int | None = None  # W = I + A B^T of this rank (None: a full d x d map)
+    # W = I + (M + M^T) / 2: a pure stretch (no rotation), so that W_t = I + t (W - I) moves every concept
+    # direction linearly in t; a reversed concept then passes through 0 exactly once
+    symmetric: bool = False
     lr: float = 1e-2
     steps: int = 300
     batch_size: int = 256
@@ -82,7 +86,11 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
         keep_ref = [_logp(f, None, t, scale) for f, t, _ in keep]
     d = pref_feats.shape[1]
     eye = torch.eye(d, dtype=torch.float64)
-    if cfg.rank is None:
+    if cfg.symmetric:
+        M = torch.zeros(d, d, dtype=torch.float64, requires_grad=True)
+        params = [M]
+        make_W = lambda: eye + (M + M.T) / 2  # noqa: E731
+    elif cfg.rank is None:
         W0 = torch.eye(d, dtype=torch.float64, requires_grad=True)
         params = [W0]
         make_W = lambda: W0  # noqa: E731
@@ -125,13 +133,21 @@ class StrengthFamily:
             raise ValueError(f"W must be square, got shape {self.W.shape}")
         if not np.isfinite(self.W).all():
             raise ValueError("W has non-finite entries: lower the learning rate of the map")
-        U, S, Vt = np.linalg.svd(self.W)
-        sigma = S.copy()
-        if np.linalg.det(U @ Vt) < 0:  # a reflection: carry its sign on the pair (u_j, v_j) it flips most
-            j = int(np.argmin(np.einsum("ij,ji->i", U.T, Vt.T)))  # most negative u_j . v_j
-            U = U.copy()
-            U[:, j] *= -1
-            sigma[j] *= -1
+        if np.allclose(self.W, self.W.T, atol=1e-10):  # a pure stretch: Q = I, sigma = the eigenvalues
+            sigma, V = np.linalg.eigh((self.W + self.W.T) / 2)
+            U, Vt = V, V.T
+        else:
+            U, S, Vt = np.linalg.svd(self.W)
+            sigma = S.copy()
+            # signed singular values: a pair (u_j, v_j) pointing in opposite directions is a flipped (reversed)
+            # direction, not a rotation by ~pi: carry its sign on sigma_j (u_j -> -u_j, sigma_j -> -sigma_j)
+            align = np.einsum("ij,ij->j", U, Vt.T)
+            flip = align < 0
+            if np.linalg.det(U @ Vt) * (-1) ** int(flip.sum()) < 0:  # keep det Q = +1: flip the least aligned other
+                rest = np.where(~flip)[0]
+                flip[rest[np.argmin(align[rest])]] = True
+            U = U * np.where(flip, -1.0, 1.0)
+            sigma = np.where(flip, -sigma, sigma)
         self.U, self.sigma, self.V = U, sigma, Vt.T
         Q = U @ Vt
         L = logm(Q)
