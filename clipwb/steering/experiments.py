@@ -176,3 +176,34 @@ def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
         Xtr, Xte, ytr, yte = train_test_split(X.numpy(), y, test_size=0.5, random_state=seed, stratify=strat)
         out[name] = float(LogisticRegression(max_iter=2000, random_state=seed).fit(Xtr, ytr).score(Xte, yte))
     return out
+
+
+def written_word_cosines(cd: ConceptData, W_t) -> np.ndarray:
+    """Per typographic image, the cosine between its embedding shift under W_t and the written-word direction
+    T(written) - T(true) (negative: the map moves the image away from the word written on it)."""
+    T = cd.text["objects"]
+    L = cd.labels["typo"]
+    d = torch.nn.functional.normalize(T[L["written"]] - T[L["class"]], dim=-1)
+    shift = torch.nn.functional.normalize(steer(cd.feats["typo"], W_t) - cd.feats["typo"], dim=-1)
+    return (shift * d).sum(-1).numpy()
+
+
+def person_bias(lm, data: dict, occupation_attr: str = "occupation", stereotype: dict | None = None,
+                k: int | None = None) -> dict:
+    """Zero-shot gender and occupation top-1, the TPR gap, the stereotype-error rate (given ``stereotype``:
+    occupation name -> gender name) and MaxSkew@k on a person folder (``data.load_person_folder``)."""
+    model, tok = lm.model, lm.tokenizer
+    feats = encode_images(model, data["images"]).double().cpu()
+    gnames, onames = data["classes"]["gender"], data["classes"][occupation_attr]
+    tg = class_text_features(model, tok, gnames, PORTRAIT_TEMPLATES).double().cpu()
+    to = class_text_features(model, tok, onames, PORTRAIT_TEMPLATES).double().cpu()
+    g, o = data["labels"]["gender"], data["labels"][occupation_attr]
+    po = _pred(feats, to)
+    out = {"gender_top1": float((_pred(feats, tg) == g).mean()), "occupation_top1": float((po == o).mean()),
+           "occupation_gap": occupation_gap(po, o, g)}
+    if stereotype:
+        st = {gi: {oi for oi, on in enumerate(onames) if stereotype.get(on) == gn} for gi, gn in enumerate(gnames)}
+        out["stereotype_error_rate"] = stereotype_error_rate(po, o, g, st)
+    prompts = class_text_features(model, tok, onames, ("a photo of a {}.",)).double().cpu()
+    out["max_skew_at_k"] = mean_max_skew((prompts @ feats.T).numpy(), g, k or max(1, len(g) // 4))
+    return out

@@ -1,0 +1,56 @@
+"""Person / face image folders with a CSV of labels (the layout of FairFace-like sets), for the real path of the
+gender experiments:
+
+    <root>/labels.csv   header: file,gender,<task attribute>   e.g. file,gender,occupation
+    <root>/<file>       the images (``file`` relative to root)
+
+Attribute values are names; each attribute's classes are its sorted distinct values unless given. Unreadable
+images are skipped and counted.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+LAYOUT = "<root>/labels.csv with header 'file,gender,<attribute>' (e.g. occupation) and the images under <root>"
+
+
+def load_person_folder(root: str | Path, attributes=("gender", "occupation"), size: int = 224,
+                       classes: dict | None = None, progress: bool = False) -> dict:
+    """{"images": uint8 (n, size, size, 3), "labels": {attr: int array}, "classes": {attr: names},
+    "files": [...], "skipped_corrupt": [...]}."""
+    from tqdm.auto import tqdm
+
+    from .builders import _fit
+
+    root = Path(root).expanduser()
+    labels = root / "labels.csv"
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels} not found. Expected {LAYOUT}")
+    with labels.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"file", *attributes} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{labels} lacks columns {sorted(missing)}; expected {LAYOUT}")
+        rows = [r for r in reader if (r.get("file") or "").strip()]
+    if not rows:
+        raise ValueError(f"{labels} has no rows")
+    classes = {a: tuple((classes or {}).get(a) or sorted({r[a].strip() for r in rows})) for a in attributes}
+    for a in attributes:
+        unknown = sorted({r[a].strip() for r in rows} - set(classes[a]))
+        if unknown:
+            raise ValueError(f"{labels}: {a} values {unknown[:5]} are not among the given classes {classes[a]}")
+    imgs, keep, skipped = [], [], []
+    for r in tqdm(rows, disable=not progress, desc=f"loading {root.name}"):
+        try:
+            with Image.open(root / r["file"]) as im:
+                imgs.append(np.asarray(_fit(im.convert("RGB"), size)))
+            keep.append(r)
+        except Exception as e:  # noqa: BLE001 - unreadable images are skipped and reported
+            skipped.append(f"{r['file']}: {type(e).__name__}")
+    return {"images": np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
+            "labels": {a: np.array([classes[a].index(r[a].strip()) for r in keep]) for a in attributes},
+            "classes": classes, "files": [r["file"] for r in keep], "skipped_corrupt": skipped}
