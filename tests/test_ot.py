@@ -1,0 +1,67 @@
+"""The log-domain Sinkhorn against POT, and the INCE / GCA-INCE losses."""
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipwb.losses.ot import gca_ince_loss, ince_loss, sinkhorn_log
+
+
+def _cost(n, m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(n, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = F.normalize(torch.randn(m, 8, generator=g, dtype=torch.float64), dim=-1)
+    return 1 - x @ y.T
+
+
+def _marg(n, seed):
+    w = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.5
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("n,m", [(12, 12), (9, 15)])
+def test_balanced_plan_equals_pot(n, m):
+    C, eps = _cost(n, m), 0.1
+    a, b = _marg(n, 1), _marg(m, 2)
+    ref = ot.sinkhorn(a.numpy(), b.numpy(), C.numpy(), eps, numItermax=25, stopThr=0.0)
+    P = sinkhorn_log(-C / eps, a.log(), b.log(), half_steps=50, row_first=False, init="uniform").exp()
+    assert np.abs(P.numpy() - ref).max() < 1e-5
+    conv = sinkhorn_log(-C / eps, a.log(), b.log(), half_steps=2000).exp()
+    assert torch.allclose(conv.sum(1), a, atol=1e-8) and torch.allclose(conv.sum(0), b, atol=1e-8)
+
+
+def test_unbalanced_plan_equals_pot():
+    n, m, eps, rho = 10, 14, 0.2, 0.5
+    C, a, b = _cost(n, m, 3), _marg(n, 4), _marg(m, 5)
+    ref = ot.unbalanced.sinkhorn_unbalanced(a.numpy(), b.numpy(), C.numpy(), eps, rho, numItermax=30, stopThr=0.0,
+                                            reg_type="entropy")
+    P = sinkhorn_log(-C / eps, a.log(), b.log(), half_steps=60, rho=rho, eps=eps).exp()
+    assert np.abs(P.numpy() - ref).max() < 1e-5
+
+
+def test_half_step_ince_is_cross_entropy_and_iterations_do_not_increase_the_objective():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(16, 16, generator=g, dtype=torch.float64) * 3
+    assert ince_loss(s).item() == pytest.approx(F.cross_entropy(s, torch.arange(16)).item(), abs=1e-12)
+    for seed in range(5):
+        s = torch.randn(32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+        vals = [gca_ince_loss(s, n_iters=k).item() for k in (0, 1, 2, 5, 10, 50)]
+        assert vals[0] == pytest.approx(ince_loss(s).item())
+        assert all(b <= a + 1e-9 for a, b in zip(vals, vals[1:])), vals
+
+
+def test_finite_at_small_eps_batched_and_differentiable():
+    n, eps = 1024, 0.05
+    x = F.normalize(torch.randn(2, n, 16), dim=-1).requires_grad_(True)
+    s = (x @ x.transpose(-1, -2)) / eps
+    logp = sinkhorn_log(s, half_steps=20)
+    assert torch.isfinite(logp).all()
+    logp.diagonal(dim1=-2, dim2=-1).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    small = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda k: sinkhorn_log(k, half_steps=6, rho=0.5, eps=0.3), (small,))
+    with pytest.raises(ValueError, match="half_steps"):
+        sinkhorn_log(small, half_steps=0)
