@@ -65,3 +65,35 @@ def test_finite_at_small_eps_batched_and_differentiable():
     assert torch.autograd.gradcheck(lambda k: sinkhorn_log(k, half_steps=6, rho=0.5, eps=0.3), (small,))
     with pytest.raises(ValueError, match="half_steps"):
         sinkhorn_log(small, half_steps=0)
+
+
+def test_gca_family_special_cases_and_batches():
+    from clipwb.losses.ot import clip_gca_loss, gca_loss, target_plan, two_view_logits
+
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(10, 10, generator=g, dtype=torch.float64) * 2
+    assert gca_loss(s, method="ince").item() == pytest.approx(F.cross_entropy(s, torch.arange(10)).item())
+    # GCA-RINCE with no Sinkhorn iteration is RINCE
+    assert gca_loss(s, method="gca-rince", n_iters=0).item() == pytest.approx(gca_loss(s, method="rince").item())
+    assert gca_loss(s, method="gca-rince", n_iters=5).item() != pytest.approx(gca_loss(s, method="rince").item())
+    # two views: self-pairs masked, positives i <-> i + N, finite losses and gradients for every method
+    z1 = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    s2, pos = two_view_logits(z1, z2, eps=0.5)
+    assert torch.isinf(s2.diagonal()).all() and pos.tolist() == list(range(6, 12)) + list(range(6))
+    for method in ("ince", "gca-ince", "rince", "gca-rince", "gca-uot"):
+        loss = gca_loss(s2, pos, method=method)
+        (gz,) = torch.autograd.grad(loss, z1, retain_graph=True)
+        assert torch.isfinite(loss) and torch.isfinite(gz).all(), method
+    # the reference's quirks are switches that change the result
+    s_ref, _ = two_view_logits(z1, z2, self_pairs="max_cost", clamp=True)
+    assert torch.isfinite(s_ref).all() and gca_loss(s_ref, pos).item() != pytest.approx(gca_loss(s2, pos).item())
+    # target plans: rows are distributions, the positive weighs most
+    groups = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    t = target_plan(torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]), groups, alpha=0.3, beta=0.1)
+    assert torch.allclose(t.sum(-1), torch.ones(8, dtype=t.dtype)) and (t.argmax(-1) == torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])).all()
+    # CLIP batches: symmetric in image and text
+    img, txt = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    assert clip_gca_loss(img, txt).item() == pytest.approx(clip_gca_loss(txt, img).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown method"):
+        gca_loss(s, method="nce")

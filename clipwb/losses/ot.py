@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def sinkhorn_log(log_k: torch.Tensor, log_a: torch.Tensor | None = None, log_b: torch.Tensor | None = None,
                  half_steps: int = 20, rho: float | None = None, eps: float = 1.0, row_first: bool = True,
-                 detach: bool = False, init: str = "ones") -> torch.Tensor:
-    """log P after ``half_steps`` alternating marginal projections (row first unless ``row_first=False``).
+                 detach: bool = False, init: str = "ones", return_scalings: bool = False):
+    """log P after ``half_steps`` alternating marginal projections (row first unless ``row_first=False``);
+    with ``return_scalings`` also (log u, log v).
 
     ``log_k`` (..., n, m); ``log_a`` (..., n) and ``log_b`` (..., m) default to uniform marginals. ``rho`` (with
     the kernel's ``eps``) makes the projections unbalanced. ``detach`` stops gradients through the scalings (the
@@ -48,7 +50,8 @@ def sinkhorn_log(log_k: torch.Tensor, log_a: torch.Tensor | None = None, log_b: 
         row = not row
     if detach:
         log_u, log_v = log_u.detach(), log_v.detach()
-    return log_u.unsqueeze(-1) + log_k + log_v.unsqueeze(-2)
+    log_p = log_u.unsqueeze(-1) + log_k + log_v.unsqueeze(-2)
+    return (log_p, log_u, log_v) if return_scalings else log_p
 
 
 def ince_loss(s: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,3 +71,92 @@ def gca_ince_loss(s: torch.Tensor, n_iters: int = 10, rho: float | None = None, 
     logp = sinkhorn_log(s, half_steps=2 * n_iters + 1, rho=rho, eps=eps, detach=detach) + math.log(n)
     idx = torch.arange(n, device=s.device) if target is None else target
     return -logp.gather(-1, idx.view(-1, 1)).mean()
+
+
+# -- similarity matrices ----------------------------------------------------------------------------------------
+def two_view_logits(z1: torch.Tensor, z2: torch.Tensor, eps: float = 0.5, self_pairs: str = "mask",
+                    clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR-style 2N x 2N similarities s = cos / eps of the views [z1; z2] and the positive of each row
+    (i <-> i + N). Self-pairs are masked with -inf (``self_pairs="mask"``, the clean choice) or, as the reference
+    code does, given the largest cost (``"max_cost"``: cos = -1); ``clamp`` clamps cosines below at 1e-7 (the
+    reference's quirk; off by default)."""
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    cos = z @ z.T
+    if clamp:
+        cos = cos.clamp(min=1e-7)
+    n2 = len(z)
+    eye = torch.eye(n2, dtype=torch.bool, device=z.device)
+    if self_pairs == "mask":
+        cos = cos.masked_fill(eye, float("-inf"))
+    elif self_pairs == "max_cost":
+        cos = cos.masked_fill(eye, -1.0)
+    else:
+        raise ValueError(f"self_pairs must be 'mask' or 'max_cost', got {self_pairs!r}")
+    n = n2 // 2
+    pos = torch.cat([torch.arange(n, n2), torch.arange(0, n)]).to(z.device)
+    return cos / eps, pos
+
+
+def target_plan(pos: torch.Tensor, groups: torch.Tensor | None = None, alpha: float = 0.0, beta: float = 0.0,
+                n_cols: int | None = None) -> torch.Tensor:
+    """P_tgt (rows normalised): 1 on each row's positive, ``alpha`` on other pairs of the same group (label or
+    domain), ``beta`` across groups; identity-like when alpha = beta = 0."""
+    n = len(pos)
+    m = n_cols or n
+    t = torch.zeros(n, m, dtype=torch.float64, device=pos.device)
+    if groups is not None and (alpha or beta):
+        gr = groups[:n].view(-1, 1)
+        gc = groups[:m].view(1, -1)
+        t = torch.where(gr == gc, torch.full_like(t, alpha), torch.full_like(t, beta))
+        t.fill_diagonal_(0.0) if n == m else None
+    t[torch.arange(n), pos] = 1.0
+    return t / t.sum(-1, keepdim=True)
+
+
+# -- losses ---------------------------------------------------------------------------------------------------
+def _ce(log_p_rows: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    safe = torch.where(tgt > 0, log_p_rows, torch.zeros_like(log_p_rows))
+    return -(tgt.to(log_p_rows.dtype) * safe).sum(-1).mean()
+
+
+def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gca-ince", n_iters: int = 10,
+             eps: float = 0.5, rho: float = 0.2, q: float = 0.6, lam: float = 0.01, r1: float = 1.0,
+             r2: float = 0.2, target: torch.Tensor | None = None, detach: bool = False) -> torch.Tensor:
+    """The GCA family on a similarity matrix ``s`` (n x m, already divided by eps; -inf entries are masked):
+
+    - ``ince``: cross-entropy of the row-normalised kernel (one row projection) against P_tgt;
+    - ``gca-ince``: the same after ``n_iters`` Sinkhorn iterations (rows projected last);
+    - ``rince`` (Chuang et al. 2022): mean_i -(e^{s_i+})^q / q + (lam sum_j e^{s_ij})^q / q;
+    - ``gca-rince``: -(1/q)(P_ii+ / u_i)^q + (1/q)(lam a_i / u_i)^q with the t-step plan P = diag(u) K diag(v) and
+      row marginal a = 1/n (the paper's formula; at t = 0, P_i+/u_i = e^{s_i+} and a_i/u_i = sum_j e^{s_ij}, so
+      it reduces to RINCE exactly: tested);
+    - ``gca-uot``: r1 * CE(log P) + r2 * RINCE-term(P) on the unbalanced plan (KL marginals of strength rho).
+    ``pos`` gives each row's positive column (default: the diagonal); ``target`` a full target plan instead."""
+    n, m = s.shape[-2:]
+    pos = torch.arange(n, device=s.device) if pos is None else pos
+    tgt = target if target is not None else target_plan(pos, n_cols=m)
+    if method == "rince":
+        e_pos = s.gather(-1, pos.view(-1, 1)).squeeze(-1)
+        total = torch.logsumexp(s, dim=-1)
+        return (-(q * e_pos).exp() / q + ((math.log(lam) + total) * q).exp() / q).mean()
+    if method in ("ince", "gca-ince"):
+        steps = 1 if method == "ince" else 2 * n_iters + 1
+        log_p = sinkhorn_log(s, half_steps=steps, detach=detach) + math.log(n)
+        return _ce(log_p, tgt)
+    if method in ("gca-rince", "gca-uot"):
+        unb = method == "gca-uot"
+        log_p, log_u, _ = sinkhorn_log(s, half_steps=2 * n_iters + 1, rho=rho if unb else None, eps=eps,
+                                       detach=detach, return_scalings=True)
+        log_pos = log_p.gather(-1, pos.view(-1, 1)).squeeze(-1) - log_u
+        log_tot = math.log(lam) - math.log(n) - log_u
+        rince_term = (-(q * log_pos).exp() / q + (q * log_tot).exp() / q).mean()
+        if not unb:
+            return rince_term
+        return r1 * _ce(log_p + math.log(n), tgt) + r2 * rince_term
+    raise ValueError(f"unknown method {method!r}; use ince, gca-ince, rince, gca-rince or gca-uot")
+
+
+def clip_gca_loss(img: torch.Tensor, txt: torch.Tensor, eps: float = 0.5, **kw) -> torch.Tensor:
+    """Image-text (N x N) version, symmetric: the mean of the loss on s and on s^T."""
+    s = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T / eps
+    return 0.5 * (gca_loss(s, eps=eps, **kw) + gca_loss(s.T, eps=eps, **kw))
