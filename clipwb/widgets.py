@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import os
 
-import numpy as np
 import torch
 
 from . import viz
@@ -120,7 +119,6 @@ def static_sweep(cd: ConceptData, families: dict, ts, save_dir=None, index: int 
     for c, fam in families.items():
         set_name, _, label_key, names_key, keys = CONCEPT_VIEWS[c]
         probs = {float(t): probabilities(cd, c, index, fam.at(float(t))) for t in ts}
-        out[c] = probs
         pca = _projection(cd, c)
         fig, axes = plt.subplots(1, len(ts) + 1, figsize=(3.1 * (len(ts) + 1), 3.0))
         names = list(probs[float(ts[0])])
@@ -139,9 +137,11 @@ def static_sweep(cd: ConceptData, families: dict, ts, save_dir=None, index: int 
         fig.tight_layout()
         if save_dir is not None:
             viz._save(fig, os.path.join(save_dir, f"04_widget_sweep_{c.replace(' ', '_')}.png"))
-        plt.show() if not headless() else None
-        out[c] = {"probabilities": probs, "metrics": [{"t": float(t), **{k: evaluate(cd, fam.at(float(t)))[k] for k in keys}}
-                                                      for t in ts]}
+        if not headless():
+            plt.show()
+        metrics = [evaluate(cd, fam.at(float(t))) for t in ts]
+        out[c] = {"probabilities": probs, "metrics": [{"t": float(t), **{k: m[k] for k in keys}}
+                                                      for t, m in zip(ts, metrics)]}
     return out
 
 

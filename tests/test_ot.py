@@ -1,5 +1,4 @@
 """The log-domain Sinkhorn against POT, and the INCE / GCA-INCE losses."""
-import math
 
 import numpy as np
 import ot

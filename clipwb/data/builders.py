@@ -134,6 +134,23 @@ def _fit(img: Image.Image, size: int | None) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def load_fitted(paths, size: int | None, progress: bool = False, desc: str = "loading images", names=None):
+    """Open each path as RGB, resize and centre-crop it to ``size`` (``_fit``); unreadable images are skipped.
+    Returns (uint8 images, indices of the loaded paths, ["name: error" of the skipped ones]); ``names`` (default:
+    the paths) label the skipped ones."""
+    from tqdm.auto import tqdm
+
+    imgs, keep, skipped = [], [], []
+    for i, p in enumerate(tqdm(paths, disable=not progress, desc=desc)):
+        try:
+            with Image.open(p) as im:
+                imgs.append(np.asarray(_fit(im.convert("RGB"), size)))
+            keep.append(i)
+        except Exception as e:  # noqa: BLE001 - unreadable images are skipped and reported
+            skipped.append(f"{p if names is None else names[i]}: {type(e).__name__}")
+    return imgs, keep, skipped
+
+
 def _save_png(img: Image.Image, path: Path) -> None:
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 

@@ -13,7 +13,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 LAYOUT = "<root>/labels.csv with header 'file,gender,<attribute>' (e.g. occupation) and the images under <root>"
 
@@ -22,9 +21,7 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
                        classes: dict | None = None, progress: bool = False) -> dict:
     """{"images": uint8 (n, size, size, 3), "labels": {attr: int array}, "classes": {attr: names},
     "files": [...], "skipped_corrupt": [...]}."""
-    from tqdm.auto import tqdm
-
-    from .builders import _fit
+    from .builders import load_fitted
 
     root = Path(root).expanduser()
     labels = root / "labels.csv"
@@ -43,14 +40,9 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
         unknown = sorted({r[a].strip() for r in rows} - set(classes[a]))
         if unknown:
             raise ValueError(f"{labels}: {a} values {unknown[:5]} are not among the given classes {classes[a]}")
-    imgs, keep, skipped = [], [], []
-    for r in tqdm(rows, disable=not progress, desc=f"loading {root.name}"):
-        try:
-            with Image.open(root / r["file"]) as im:
-                imgs.append(np.asarray(_fit(im.convert("RGB"), size)))
-            keep.append(r)
-        except Exception as e:  # noqa: BLE001 - unreadable images are skipped and reported
-            skipped.append(f"{r['file']}: {type(e).__name__}")
+    imgs, kept, skipped = load_fitted([root / r["file"] for r in rows], size, progress, f"loading {root.name}",
+                                      names=[r["file"] for r in rows])
+    keep = [rows[i] for i in kept]
     return {"images": np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
             "labels": {a: np.array([classes[a].index(r[a].strip()) for r in keep]) for a in attributes},
             "classes": classes, "files": [r["file"] for r in keep], "skipped_corrupt": skipped}

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .typographic import check_classes
 
@@ -50,18 +49,10 @@ class RealTypographicSet:
     def arrays(self, size: int = 224, progress: bool = False) -> dict:
         """Images resized (shortest side) and centre-cropped to ``size`` as uint8 (n, size, size, 3), with labels;
         unreadable images are dropped and listed under ``skipped_corrupt``."""
-        from tqdm.auto import tqdm
+        from .builders import load_fitted
 
-        from .builders import _fit
-
-        imgs, keep, skipped = [], [], []
-        for i, f in enumerate(tqdm(self.files, disable=not progress, desc=f"loading {self.name}")):
-            try:
-                with Image.open(self.root / f) as im:
-                    imgs.append(np.asarray(_fit(im.convert("RGB"), size)))
-                keep.append(i)
-            except Exception as e:  # noqa: BLE001 - unreadable images are skipped and reported
-                skipped.append(f"{f}: {type(e).__name__}")
+        imgs, keep, skipped = load_fitted([self.root / f for f in self.files], size, progress,
+                                            f"loading {self.name}", names=self.files)
         keep = np.array(keep, dtype=int)
         return {"typo": np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
                 "true": self.true[keep], "written": self.written[keep], "skipped_corrupt": skipped}

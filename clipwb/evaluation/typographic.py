@@ -34,9 +34,10 @@ def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=
         s = m.logit_scale.exp().float()
         return torch.log_softmax(s * zero_shot_logits(m, tokenizer, clean, classes, templates), dim=-1)
 
+    from ..losses.po import kl_ref_policy
+
     with torch.no_grad():
-        lr, lp = logp(ref_model), logp(model)
-    return float((lr.exp() * (lr - lp)).sum(-1).mean())
+        return float(kl_ref_policy(logp(ref_model), logp(model)))
 
 
 def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES) -> dict:

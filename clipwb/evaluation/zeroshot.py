@@ -68,6 +68,13 @@ def _param_version(model) -> int:
     return sum(p._version for p in model.parameters())
 
 
+def template_mean(prompt_features: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(C * T, d) prompt features, class-major -> (C, d) class embeddings: the normalised mean over templates of
+    the normalised prompt features (differentiable)."""
+    f = F.normalize(prompt_features.float(), dim=-1)
+    return F.normalize(f.view(n_classes, -1, f.shape[-1]).mean(1), dim=-1)
+
+
 @torch.no_grad()
 def class_text_features(model, tokenizer, classnames, templates=OBJECT_TEMPLATES) -> torch.Tensor:
     """(C, d) normalised class embeddings: mean over templates of normalised prompt features (cached)."""
@@ -79,9 +86,8 @@ def class_text_features(model, tokenizer, classnames, templates=OBJECT_TEMPLATES
     model.eval()
     prompts = [t.format(c) for c in classnames for t in templates]
     tok = tokenizer(prompts).to(model_device(model))
-    feats = F.normalize(model.encode_text(tok).float(), dim=-1).view(len(classnames), len(templates), -1)
+    cls = template_mean(model.encode_text(tok), len(classnames))
     model.train(was_training)
-    cls = F.normalize(feats.mean(1), dim=-1)
     cache.clear()
     cache[key] = cls
     return cls

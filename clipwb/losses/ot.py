@@ -108,7 +108,8 @@ def target_plan(pos: torch.Tensor, groups: torch.Tensor | None = None, alpha: fl
         gr = groups[:n].view(-1, 1)
         gc = groups[:m].view(1, -1)
         t = torch.where(gr == gc, torch.full_like(t, alpha), torch.full_like(t, beta))
-        t.fill_diagonal_(0.0) if n == m else None
+        if n == m:
+            t.fill_diagonal_(0.0)
     t[torch.arange(n), pos] = 1.0
     return t / t.sum(-1, keepdim=True)
 

@@ -42,9 +42,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import with_overrides
-from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor
+from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor, template_mean
 from ..io import atomic_write, atomic_write_text
-from ..losses.po import DEFAULT_BETA, METHODS, po_loss
+from ..losses.po import DEFAULT_BETA, METHODS, po_loss, policy_logprobs
+from .schedule import warmup_cosine
 
 TRAIN_MODES = ("image", "all", "last_k", "linear_head")
 
@@ -148,12 +149,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 # -- schedule and averaging ----------------------------------------------------------------------------------
 def lr_at(step: int, total: int, cfg: POConfig) -> float:
-    """Learning rate for optimiser step ``step`` (0-based): linear warm-up, then cosine from lr to 0 over the
-    remaining steps."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, total - cfg.warmup)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+    """Learning rate for optimiser step ``step`` (0-based): ``schedule.warmup_cosine``."""
+    return warmup_cosine(step, total, cfg.lr, cfg.warmup)
 
 
 def bma_weights(total: int, alpha: float = 0.7) -> np.ndarray:
@@ -225,9 +222,8 @@ class _Policy(nn.Module):
 
 
 def class_features(model, tokens: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(C, d) class embeddings: normalised mean over templates of normalised prompt features (differentiable)."""
-    f = F.normalize(model.encode_text(tokens).float(), dim=-1)
-    return F.normalize(f.view(n_classes, -1, f.shape[-1]).mean(1), dim=-1)
+    """(C, d) class embeddings of class-major prompt tokens (differentiable; ``zeroshot.template_mean``)."""
+    return template_mean(model.encode_text(tokens), n_classes)
 
 
 def _logit_scale(model) -> torch.Tensor:
@@ -255,7 +251,7 @@ def reference_logprobs(model, tokenizer, classes, images: np.ndarray, templates=
     tok = tokenizer([t.format(c) for c in classes for t in templates]).to(device)
     txt = class_features(model, tok, len(classes))
     feats = _features(model, images, batch, device, amp, channels_last)
-    return F.log_softmax(_logit_scale(model) * F.normalize(feats, dim=-1) @ txt.T, dim=-1)
+    return policy_logprobs(F.normalize(feats, dim=-1), txt, _logit_scale(model), normalized=True)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -396,10 +392,9 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
                 x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             img, txt = net(x, tokens if cfg.train == "all" else None)
-        if txt is not None:
-            txt = F.normalize(F.normalize(txt, dim=-1).view(len(classes), len(cfg.templates), -1).mean(1), dim=-1)
+        txt = template_mean(txt, len(classes)) if txt is not None else fixed_txt
         s = _logit_scale(policy_model) if cfg.train == "all" else scale
-        logp = F.log_softmax(s * F.normalize(img.float(), dim=-1) @ (txt if txt is not None else fixed_txt).T, -1)
+        logp = policy_logprobs(F.normalize(img.float(), dim=-1), txt, s, normalized=True)
         k = len(idx)
         loss, stats = po_loss(cfg.method, logp[:k], ref_typo[idx], y_w[idx], y_l[idx],
                               logp[k:] if need_clean else None, ref_clean[idx] if need_clean else None,

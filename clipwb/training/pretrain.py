@@ -20,6 +20,7 @@ import torch
 from ..config import config_hash, with_overrides
 from ..io import atomic_write_text
 from ..world import World, WorldConfig
+from .schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,7 @@ def _param_groups(model, weight_decay: float):
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    e = step - cfg.warmup
-    es = max(1, cfg.steps - cfg.warmup)
-    return 0.5 * (1 + math.cos(math.pi * e / es)) * cfg.lr
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
 
 
 def batch_schedule(cfg: PretrainConfig, kinds: np.ndarray, rng: np.random.Generator):
