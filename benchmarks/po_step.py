@@ -33,6 +33,7 @@ from clipwb.evaluation.zeroshot import images_to_tensor
 from clipwb.io import atomic_write_text
 from clipwb.losses.po import po_loss
 from clipwb.models import load_model
+from clipwb.precision import cpu_info, resolve_precision
 from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
 from clipwb.world import World
 
@@ -162,18 +163,21 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="timed steps per pattern and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--method", default="dpo")
-    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: clipwb.precision's per-machine choice (bf16 on CUDA and CPUs with native bf16)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     device = resolve_device(None)
-    amp = device.type == "cuda" if args.bf16 == "auto" else args.bf16 == "on"
+    prec = resolve_precision(args.precision, device)
+    amp = prec.autocast
+    print(f"device {device}, CPU {cpu_info()['model']} (native bf16: {cpu_info()['bf16_native']}), "
+          f"precision {prec.name}: {prec.reason}")
     torch.manual_seed(0)
     lm = load_model(args.model, device, progress=False)
     classes, sets, _ = attack_arrays("world", world=World(), n_train=max(64, args.batch * (args.steps + 1) // 2),
                                      n_test=16, cfg=AttackSetsConfig(k=2), progress=False)
     data = sets["train"]
-    cfg = POConfig(method=args.method, lr=1e-4, batch_size=args.batch, device=str(device), autocast_bf16=amp,
-                   channels_last=False)
+    cfg = POConfig(method=args.method, lr=1e-4, batch_size=args.batch, device=str(device), precision=prec.name)
     batches = _batches(data, args.batch, args.steps + 1)
     timings = {"ours": [], "reference_pattern": [], "openclip_contrastive": [], "floor": []}
     res = None
@@ -195,7 +199,8 @@ def main():
            "loss_agreement": agree, "max_loss_abs_diff": max(v["abs_diff"] for v in agree.values()),
            "model": args.model, "batch_pairs": args.batch, "images_per_step": imgs, "steps": args.steps,
            "rounds": args.rounds, "method": args.method, "bf16": amp, "device": str(device),
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+           "precision": prec.to_dict(), "cpu": cpu_info(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "machine": platform.machine()}
     for k, v in ips.items():
         print(f"{k:22s} {v:9.1f} img/s   ({step_s[k] * 1e3:.1f} ms/step)")
     for k, v in ratios.items():

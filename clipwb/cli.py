@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -14,12 +15,11 @@ def _eval(args) -> int:
     from .models import load_model
     from .world import World
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    world = World(seed=args.seed)
+    _check_count("--n", args.n, bytes_each=2 * 3 * world.config.image_size ** 2)
     t0 = time.time()
     torch.manual_seed(args.seed)
     lm = load_model(args.model, args.device, cache=args.cache_dir, progress=False)
-    world = World(seed=args.seed)
     kind = "object" if args.attack == "none" else "typographic"
     data = world.generate(args.n, args.split, kind)
     logits = zero_shot_logits(lm.model, lm.tokenizer, data.images, world.classes)
@@ -34,18 +34,24 @@ def _eval(args) -> int:
 
 def _pretrain(args) -> int:
     from .config import load_yaml
+    from .io import check_writable_dir
     from .models import ensure_tiny_weights, tiny_weights_path
-    from .models.loading import WEIGHTS_DIR
+    from .models.loading import WEIGHTS_DIR, cache_dir, check_device
     from .training.pretrain import pretrain_config
 
     cfg = pretrain_config(args.profile)
     if args.config:
         cfg = load_yaml(cfg, args.config)
+    if cfg.device:
+        check_device(cfg.device)
+    if not args.ship:
+        check_writable_dir(cache_dir(args.cache_dir), "--cache-dir")
     path, exists = tiny_weights_path(cfg, args.cache_dir)
     if exists and not args.force:
         print(json.dumps({"weights": str(path), "trained": False}))
         return 0
-    path = ensure_tiny_weights(cfg, WEIGHTS_DIR if args.ship else args.cache_dir, progress=True, force=True)
+    path = ensure_tiny_weights(cfg, WEIGHTS_DIR if args.ship else args.cache_dir, progress=not args.no_progress,
+                               force=True)
     log = json.loads(path.with_suffix(".json").read_text())
     print(json.dumps({"weights": str(path), "trained": True, "pretrain_seconds": log["pretrain_seconds"],
                       **log.get("final", {})}))
@@ -57,27 +63,56 @@ def _train_po(args) -> int:
 
     import torch
 
+    from pathlib import Path
+
     from .config import load_yaml
     from .data.sets import AttackSetsConfig, attack_arrays
+    from .io import check_writable_dir
+    from .models.loading import cache_dir, check_device
     from .evaluation.typographic import po_eval
     from .models import load_model
     from .training.po_trainer import po_config, train_po
     from .world import World
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:  # launched by torchrun
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # everything that can be checked is checked before minutes of data building and training
+    for opt, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--k", args.k)):
+        _check_count(opt, v)
+    if args.data != "world" and args.image_size < 16:
+        raise ValueError(f"--image-size must be >= 16 px, got {args.image_size}")
+    if args.data != "world" and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder; pass 'world' or an image-folder root laid out "
+                                f"as root/<class>/<image>.jpg|png")
     cfg = po_config(args.profile, method=args.method)
     if args.config:
         cfg = load_yaml(cfg, args.config)
-    lm = load_model(args.model, cfg.device, cache=args.cache_dir, progress=False)
+    device = check_device(cfg.device)
+    if args.out is not None:
+        out = Path(args.out)
+        check_writable_dir(out, "--out")
+        previous = [f for f in ("checkpoint.pt", "log.json", "raw", "avg") if (out / f).exists()]
+        if previous and not (args.resume or args.overwrite):
+            raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}): pass --resume to continue "
+                             f"it, --overwrite to replace it, or another --out")
+        if args.resume and not (out / "checkpoint.pt").is_file():
+            raise ValueError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}, nothing to resume (checkpoints are "
+                             f"written every checkpoint_every steps, now {cfg.checkpoint_every}); run without --resume")
+    elif args.resume:
+        raise ValueError("--resume needs --out (the folder that holds checkpoint.pt)")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:  # launched by torchrun: the backend follows the training device
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    lm = load_model(args.model, device, cache=args.cache_dir, progress=False)
     world = World(seed=args.seed) if args.data == "world" else None
+    if world is not None:
+        _check_count("--n-train", args.n_train * (1 + args.k), bytes_each=3 * world.config.image_size ** 2)
     size = None if world else args.image_size
     classes, data, _ = attack_arrays(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
-                                     cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size),
-                                     classes_file=args.classes_file, progress=False)
+                                     cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size,
+                                                          word_frac=args.heldout_word_frac),
+                                     root=cache_dir(args.cache_dir) / "datasets", classes_file=args.classes_file,
+                                     progress=not args.no_progress)
     res = train_po(lm.model, lm.tokenizer, classes, data["train"], cfg, out_dir=args.out, resume=args.resume,
                    progress=not args.no_progress, model_name=lm.name)
     rank = torch.distributed.get_rank() if distributed else 0
@@ -97,7 +132,8 @@ def _report(args) -> int:
     from .reports import NotebookFailed, run_reports
 
     try:
-        results = run_reports(args.out, args.profile, only=args.only, html=not args.no_html)
+        results = run_reports(args.out, args.profile, only=args.only, html=not args.no_html,
+                              progress=not args.no_progress)
     except NotebookFailed as e:
         print(f"[clipwb report] FAILED: {e}", file=sys.stderr)
         print("[clipwb report] reports written before this notebook are unchanged", file=sys.stderr)
@@ -107,68 +143,104 @@ def _report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clipwb", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default in --help."""
 
-    e = sub.add_parser("eval", help="zero-shot top-1 of any model on freshly generated held-out world images")
-    e.add_argument("--model", default="tiny", help="tiny | NAME:TAG | NAME:/path/ckpt | /path/ckpt | local-dir:DIR")
+
+def _add_common(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    if cache:
+        p.add_argument("--cache-dir", default=None,
+                       help="clipwb cache (tiny weights, datasets, runs); default $CLIPWB_CACHE or ~/.cache/clipwb")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipwb", description=__doc__, formatter_class=_Help)
+    sub = p.add_subparsers(dest="command", required=True)
+    model_help = "tiny | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
+                 "local-dir:DIR"
+
+    e = sub.add_parser("eval", formatter_class=_Help,
+                       help="zero-shot top-1 of any model on freshly generated held-out world images")
+    e.add_argument("--model", default="tiny", help=model_help)
     e.add_argument("--data", default="world", choices=["world"],
-                   help="the embedded world (image folders and real typographic sets: see `clipwb build-typo`)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--attack", default="none", choices=["none", "typographic"])
+                   help="the embedded world (image folders and real typographic sets: clipwb.data in Python)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="world split to generate")
+    e.add_argument("--attack", default="none", choices=["none", "typographic"],
+                   help="typographic: a wrong class name written on every image")
     e.add_argument("--seed", type=int, default=0, help="world seed: fixes the generated images")
-    e.add_argument("--n", type=int, default=1024)
-    e.add_argument("--device", default=None)
-    e.add_argument("--cache-dir", default=None)
+    e.add_argument("--n", type=int, default=1024, help="images to generate and evaluate")
+    e.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available, else cpu)")
+    _add_common(e)
     e.set_defaults(func=_eval)
 
-    t = sub.add_parser("pretrain", help="pretrain the tiny CLIP on the embedded world (cached by config hash)")
-    t.add_argument("--profile", default="full", choices=["full", "quick"])
-    t.add_argument("--config", default=None, help="YAML file of PretrainConfig overrides")
-    t.add_argument("--cache-dir", default=None)
+    t = sub.add_parser("pretrain", formatter_class=_Help,
+                       help="pretrain the tiny CLIP on the embedded world (cached by config hash)")
+    t.add_argument("--profile", default="full", choices=["full", "quick"],
+                   help="full: the shipped weights' settings; quick: a seconds-long smoke run")
+    t.add_argument("--config", default=None, help="YAML file of PretrainConfig overrides (option: value per line)")
     t.add_argument("--force", action="store_true", help="retrain even if weights exist")
     t.add_argument("--ship", action="store_true", help="write into clipwb/models/weights/ (the shipped copy)")
+    _add_common(t)
     t.set_defaults(func=_pretrain)
 
-    po = sub.add_parser("train-po", help="preference-optimisation training against typographic attacks "
-                                         "(DPO, IPO, KTO, CE); runs under torchrun for several processes")
-    po.add_argument("--method", default="dpo", choices=["dpo", "ipo", "kto", "ce"])
+    po = sub.add_parser("train-po", formatter_class=_Help,
+                        help="preference-optimisation training against typographic attacks (DPO, IPO, KTO, CE); "
+                             "runs under torchrun for several processes")
+    po.add_argument("--method", default="dpo", choices=["dpo", "ipo", "kto", "ce"], help="training objective")
     po.add_argument("--profile", default="embedded", choices=["embedded", "reference"],
                     help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
-    po.add_argument("--config", default=None, help="YAML file of POConfig overrides")
-    po.add_argument("--model", default="tiny")
+    po.add_argument("--config", default=None, help="YAML file of POConfig overrides (option: value per line)")
+    po.add_argument("--model", default="tiny", help=model_help)
     po.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
-    po.add_argument("--classes-file", default=None)
+    po.add_argument("--classes-file", default=None,
+                    help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
     po.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
-    po.add_argument("--n-train", type=int, default=4000)
-    po.add_argument("--n-test", type=int, default=1024)
+    po.add_argument("--n-train", type=int, default=4000, help="training source images")
+    po.add_argument("--n-test", type=int, default=1024, help="held-out source images")
     po.add_argument("--k", type=int, default=3, help="typographic variants per training image")
+    po.add_argument("--heldout-word-frac", type=float, default=0.25,
+                    help="share of class names held out as written words of the test_heldout set")
     po.add_argument("--seed", type=int, default=0, help="world and attack seed (the training seed is in the config)")
     po.add_argument("--out", default=None, help="checkpoints, log and the final models (raw/, avg/)")
-    po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    po.add_argument("--no-eval", action="store_true")
-    po.add_argument("--no-progress", action="store_true")
-    po.add_argument("--cache-dir", default=None)
+    po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
+    po.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
+    po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    _add_common(po)
     po.set_defaults(func=_train_po)
 
-    r = sub.add_parser("report", help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
-    r.add_argument("--profile", default="full", choices=["full", "quick"])
-    r.add_argument("--out", default="reports")
-    r.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 00 02")
-    r.add_argument("--no-html", action="store_true")
+    r = sub.add_parser("report", formatter_class=_Help,
+                       help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
+    r.add_argument("--profile", default="full", choices=["full", "quick"], help="notebook profile")
+    r.add_argument("--out", default="reports", help="reports folder (figures/, metrics/, HTML)")
+    r.add_argument("--only", nargs="+", default=None, metavar="NB",
+                   help="run only these notebooks: numbers or names, e.g. --only 00 02 (default: all)")
+    r.add_argument("--no-html", action="store_true", help="skip the HTML copies")
+    _add_common(r, cache=False)
     r.set_defaults(func=_report)
     return p
 
 
+def _check_count(option: str, n: int, bytes_each: int = 0) -> None:
+    """A count option must be >= 1 and, when it sizes arrays held in memory, fit in the memory available."""
+    from .io import check_memory
+
+    if n < 1:
+        raise ValueError(f"{option} must be >= 1, got {n}")
+    check_memory(n * bytes_each, f"{option} {n}", f"lower {option}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .models import ModelSpecError, WeightsNotCachedError
     from .config import ConfigError
+    from .models import ModelSpecError, WeightsNotCachedError
 
+    if getattr(args, "no_progress", False):
+        os.environ["CLIPWB_NO_PROGRESS"] = "1"
     try:
         return args.func(args)
-    except (ModelSpecError, WeightsNotCachedError, ConfigError, ValueError, FileNotFoundError) as e:
+    except (ModelSpecError, WeightsNotCachedError, ConfigError, ValueError, FileNotFoundError, FileExistsError,
+            NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(f"clipwb {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import check_profile
-from .io import atomic_write_text
+from .io import atomic_write_text, check_writable_dir, clean_stale_temp_files
+from .progress import progress_disabled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -53,7 +54,12 @@ def _jsonable(x):
 
 
 def write_metrics(out_dir: str | Path, name: str, metrics: dict) -> Path:
-    """Write ``out_dir/metrics/<name>.json`` atomically (name like ``00_world_and_tiny_clip``)."""
+    """Write ``out_dir/metrics/<name>.json`` atomically (name like ``00_world_and_tiny_clip``), with a ``machine``
+    entry (``clipwb.precision.describe``: the precision ``auto`` chose here, the CPU / GPU, torch) unless the
+    notebook set one: results computed in fp32 and in bf16 differ slightly."""
+    from .precision import describe
+
+    metrics = {"machine": describe(), **metrics}
     return atomic_write_text(Path(out_dir) / "metrics" / f"{name}.json",
                              json.dumps(_jsonable(metrics), indent=2, sort_keys=True))
 
@@ -67,6 +73,8 @@ def figure_path(out_dir: str | Path, name: str) -> Path:
 
 def list_notebooks(nb_dir: str | Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
     nbs = sorted(p for p in Path(nb_dir).glob("*.ipynb") if _NB_RE.match(p.name))
+    if only is not None and not only:
+        raise ValueError("only is empty: name the notebooks to run (e.g. 00 02), or leave it out to run all")
     if only:
         want = set(only)
         nbs = [p for p in nbs if p.name[:2] in want or p.stem in want]
@@ -74,6 +82,18 @@ def list_notebooks(nb_dir: str | Path = NOTEBOOK_DIR, only: list[str] | None = N
         if missing:
             raise ValueError(f"no notebook matches {sorted(missing)} in {nb_dir}")
     return nbs
+
+
+def clean_stale_stages(out_dir: Path) -> list[Path]:
+    """Remove staging folders (``.stage-*``) that runs killed mid-notebook left in ``out_dir``, and the temp files
+    of killed atomic writes in its metrics/ and figures/ (one report run per folder at a time)."""
+    removed = [p for p in out_dir.glob(".stage-*") if p.is_dir()]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    for sub in (out_dir, out_dir / "metrics", out_dir / "figures"):
+        if sub.is_dir():
+            removed += clean_stale_temp_files(sub)
+    return removed
 
 
 @dataclass
@@ -107,7 +127,7 @@ def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None 
     os.environ["CLIPWB_HEADLESS"] = "1"  # the kernel inherits it: widgets render static views
     try:
         pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent), kernel_name=kernel_name,
-                            progress_bar=progress, log_output=False)
+                            progress_bar=progress and not progress_disabled(), log_output=False)
     except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
         keep = out_dir / "failed" / nb.name
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +181,13 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
              "Written by `python -m clipwb report` (the README's main command); do not edit by hand.", ""]
     if profile:
         lines += [f"Profile: `{profile}`. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+    machines = {json.dumps(json.loads(mf.read_text()).get("machine"), sort_keys=True)
+                for mf in sorted((out_dir / "metrics").glob("*.json"))} - {"null"}
+    for m in map(json.loads, sorted(machines)):
+        lines += [f"Computed in **{m['precision']}** on {m.get('gpu') or m['cpu']} (native bf16: "
+                  f"{m['cpu_bf16_native']}; torch {m['torch']}): {m['precision_reason']}. Another machine that "
+                  f"resolves to the same precision reproduces these numbers; the other precision gives slightly "
+                  f"different ones.", ""]
     for mf in sorted((out_dir / "metrics").glob("*.json")):
         data = json.loads(mf.read_text())
         nn = mf.stem[:2]
@@ -188,6 +215,8 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     nbs = list_notebooks(nb_dir, only)
     if not nbs:
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {nb_dir}")
+    check_writable_dir(out_dir, "reports folder")
+    clean_stale_stages(out_dir)
     results = []
     for nb in nbs:
         print(f"[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ def small(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = dict(lr=1e-3, batch_size=16, epochs=1, device="cpu", autocast_bf16=False, channels_last=False)
+    base = dict(lr=1e-3, batch_size=16, epochs=1, device="cpu", precision="fp32")
     return POConfig(**{**base, **kw})
 
 
@@ -163,7 +163,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) and one process on the same global batches: same losses, same weights."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cfg = tmp_path / "po.yaml"
-    cfg.write_text("batch_size: 16\nepochs: 1\nlr: 0.001\ndevice: cpu\nautocast_bf16: false\nchannels_last: false\n")
+    cfg.write_text("batch_size: 16\nepochs: 1\nlr: 0.001\ndevice: cpu\nprecision: fp32\n")
     common = ["-m", "clipwb", "train-po", "--method", "kto", "--config", str(cfg), "--n-train", "32", "--n-test",
               "16", "--k", "2", "--no-eval", "--no-progress"]
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
@@ -204,7 +204,7 @@ def test_a_killed_cli_run_resumes_to_the_uninterrupted_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cfg = tmp_path / "po.yaml"
     cfg.write_text("batch_size: 16\nepochs: 3\nlr: 0.001\ndevice: cpu\ncheckpoint_every: 2\n"
-                   "autocast_bf16: false\nchannels_last: false\n")
+                   "precision: fp32\n")
     common = [sys.executable, "-m", "clipwb", "train-po", "--method", "ipo", "--config", str(cfg), "--n-train", "32",
               "--n-test", "16", "--k", "2", "--no-eval", "--no-progress"]
     full = subprocess.run([*common, "--out", str(tmp_path / "full")], env=env, capture_output=True, text=True,

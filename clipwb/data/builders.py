@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..config import config_hash
 from ..io import atomic_write, atomic_write_text
+from ..world.text import check_glyphs
 from .typographic import TypoRenderConfig, check_classes, check_pool, make_attack
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -54,6 +55,48 @@ class TypoBuildConfig:
             raise ValueError(f"k must be >= 1 typographic variants per image, got {self.k}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        check_image_size(self.image_size)
+
+
+MIN_IMAGE_SIZE = 16
+
+
+def check_image_size(size: int | None) -> None:
+    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
+                             or size < MIN_IMAGE_SIZE):
+        raise ValueError(f"image_size must be None (keep the sizes) or an integer side of at least "
+                         f"{MIN_IMAGE_SIZE} px, got {size!r}")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB, faithfully: 16- and 32-bit integer images (16-bit PNG, TIFF) are scaled to
+    0..255 instead of being clipped to white by ``convert("RGB")``; images with transparency (RGBA, LA, P with a
+    transparent colour) are composited over a white background, as a browser shows them, instead of having their
+    alpha channel dropped (which reveals whatever colour the transparent pixels happen to hold)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        if im.mode == "I" and a.max(initial=0) <= 255 and a.min(initial=0) >= 0:
+            top = 255.0  # an 8-bit image stored as int32
+        a = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = a / 255.0 if a.max(initial=0) > 1.0 else a
+        return Image.fromarray(np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info) or \
+            (im.mode in ("L", "RGB") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as 8-bit RGB (``to_rgb``), fully read (the file is closed on return)."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(im)
 
 
 @dataclass
@@ -66,8 +109,18 @@ class SourceItem:
     def load(self) -> Image.Image:
         if self._image is not None:
             return self._image
-        with Image.open(self.source) as im:
-            return im.convert("RGB")
+        return open_rgb(self.source)
+
+    def identity(self) -> tuple:
+        """What a cached build depends on: id, label, source and, for files, their size and modification time
+        (an image replaced under the same name makes a new build)."""
+        if self._image is not None or self.source.startswith("world:"):
+            return (self.image_id, self.label, self.source)
+        try:
+            st = Path(self.source).stat()
+            return (self.image_id, self.label, self.source, st.st_size, st.st_mtime_ns)
+        except OSError:
+            return (self.image_id, self.label, self.source, None)
 
 
 @dataclass
@@ -124,6 +177,7 @@ def folder_source(root: str | Path, classes_file: str | Path | None = None) -> t
 
 
 def _fit(img: Image.Image, size: int | None) -> Image.Image:
+    check_image_size(size)
     if size is None:
         return img
     w, h = img.size
@@ -138,13 +192,12 @@ def load_fitted(paths, size: int | None, progress: bool = False, desc: str = "lo
     """Open each path as RGB, resize and centre-crop it to ``size`` (``_fit``); unreadable images are skipped.
     Returns (uint8 images, indices of the loaded paths, ["name: error" of the skipped ones]); ``names`` (default:
     the paths) label the skipped ones."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     imgs, keep, skipped = [], [], []
     for i, p in enumerate(tqdm(paths, disable=not progress, desc=desc)):
         try:
-            with Image.open(p) as im:
-                imgs.append(np.asarray(_fit(im.convert("RGB"), size)))
+            imgs.append(np.asarray(_fit(open_rgb(p), size)))
             keep.append(i)
         except Exception as e:  # noqa: BLE001 - unreadable images are skipped and reported
             skipped.append(f"{p if names is None else names[i]}: {type(e).__name__}")
@@ -158,19 +211,22 @@ def _save_png(img: Image.Image, path: Path) -> None:
 def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg: TypoBuildConfig | None = None,
                       progress: bool = True) -> BuildResult:
     """Write ``cfg.k`` typographic variants of every item into ``out_dir`` (see the module docstring)."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     cfg = cfg or TypoBuildConfig()
     classes = check_classes(classes)
+    if not items:
+        raise ValueError("no source images to build from: check the source (an empty folder, or n = 0?)")
     pool = cfg.written_pool(classes)
+    check_glyphs([classes[i] for i in (pool if pool is not None else range(len(classes)))], cfg.render.fonts)
     out_dir = Path(out_dir)
-    key = config_hash(dataclasses.asdict(cfg), list(classes), [(it.image_id, it.label, it.source) for it in items])
+    key = config_hash(dataclasses.asdict(cfg), list(classes), [it.identity() for it in items])
     done_file = out_dir / "done.json"
     if done_file.is_file():
         done = json.loads(done_file.read_text())
         if done.get("key") != key:
-            raise FileExistsError(f"{out_dir} holds a different finished build (config, classes or sources differ): "
-                                  f"use another out_dir or delete it")
+            raise FileExistsError(f"{out_dir} holds a different finished build (config, classes or source "
+                                  f"images differ, or a source image changed since): use another out_dir or delete it")
         return BuildResult(out_dir, done["n_images"], done["n_variants"], done["skipped_corrupt"],
                            done["build_seconds"], already_done=True)
     started = out_dir / "build.json"
@@ -206,6 +262,9 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
         data = json.loads((parts / f"{c:05d}.json").read_text())
         rows += data["rows"]
         skipped += data["skipped"]
+    if not rows:
+        raise ValueError(f"none of the {len(items)} source images could be read (e.g. {skipped[:2]}), so the build "
+                         f"in {out_dir} is left unfinished: check the images")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
     w.writeheader()
@@ -278,7 +337,7 @@ class TypographicDataset:
         """The whole set as uint8 arrays (clean and typographic, (n, H, W, 3)) and int label arrays; each clean
         source image is loaded once for all its variants. Needs images of one size (world builds, or folder
         builds with ``image_size`` set)."""
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         clean_by_source, clean, typo = {}, [], []
         for row in tqdm(self.rows, disable=not progress, desc="loading typographic set"):

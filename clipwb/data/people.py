@@ -27,7 +27,7 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
     labels = root / "labels.csv"
     if not labels.is_file():
         raise FileNotFoundError(f"{labels} not found. Expected {LAYOUT}")
-    with labels.open(newline="") as f:
+    with labels.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a BOM is not part of the header
         reader = csv.DictReader(f)
         missing = {"file", *attributes} - set(reader.fieldnames or [])
         if missing:
@@ -40,8 +40,15 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
         unknown = sorted({r[a].strip() for r in rows} - set(classes[a]))
         if unknown:
             raise ValueError(f"{labels}: {a} values {unknown[:5]} are not among the given classes {classes[a]}")
+    absent = [r["file"] for r in rows if not (root / r["file"]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{labels} names {len(absent)} of {len(rows)} files that do not exist under {root}, "
+                                f"e.g. {absent[:3]}: the 'file' column holds paths relative to {root}")
     imgs, kept, skipped = load_fitted([root / r["file"] for r in rows], size, progress, f"loading {root.name}",
                                       names=[r["file"] for r in rows])
+    if not kept:
+        raise ValueError(f"none of the {len(rows)} images under {root} could be read (e.g. {skipped[:2]}): "
+                         f"expected image files (jpg, png, ...)")
     keep = [rows[i] for i in kept]
     return {"images": np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
             "labels": {a: np.array([classes[a].index(r[a].strip()) for r in keep]) for a in attributes},

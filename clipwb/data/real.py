@@ -53,6 +53,9 @@ class RealTypographicSet:
 
         imgs, keep, skipped = load_fitted([self.root / f for f in self.files], size, progress,
                                             f"loading {self.name}", names=self.files)
+        if not keep:
+            raise ValueError(f"{self.name}: none of the {len(self.files)} images under {self.root} could be read "
+                             f"(e.g. {skipped[:2]}): expected image files (jpg, png, ...)")
         keep = np.array(keep, dtype=int)
         return {"typo": np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
                 "true": self.true[keep], "written": self.written[keep], "skipped_corrupt": skipped}
@@ -70,7 +73,7 @@ def load_real_typographic(root: str | Path, name: str | None = None) -> RealTypo
     labels = root / "labels.csv"
     if not labels.is_file():
         raise FileNotFoundError(f"{what}: {labels} is missing. Expected {LAYOUT}")
-    with labels.open(newline="") as f:
+    with labels.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a BOM is not part of the header
         reader = csv.DictReader(f)
         missing = {"file", "true"} - set(reader.fieldnames or [])
         if missing:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import config_hash
-from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typographic, folder_source, split_items,
-                       world_source)
+from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typographic, check_image_size, folder_source,
+                       split_items, world_source)
 from .typographic import REFERENCE_SIZE_FRAC, TYPO_FONTS, TypoRenderConfig, split_attacks
 
 SET_NAMES = ("train", "test", "test_heldout")
@@ -32,17 +32,28 @@ class AttackSetsConfig:
     image_size: int | None = None  # folder sources: resize + centre crop side (None keeps sizes)
     fonts: tuple[str, ...] = TYPO_FONTS
 
+    def __post_init__(self):
+        for name in ("k", "k_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 typographic variants per image, got {getattr(self, name)}")
+        if not 0 < self.word_frac < 1:
+            raise ValueError(f"word_frac must lie in (0, 1), got {self.word_frac}")
+        check_image_size(self.image_size)
+
 
 def source_items(source: str, *, world=None, n_train: int | None = None, n_test: int | None = None,
-                 classes_file: str | None = None, test_frac: float = 0.2,
-                 seed: int = 0) -> tuple[list[SourceItem], list[SourceItem], tuple[str, ...]]:
+                 classes_file: str | None = None, test_frac: float = 0.2, seed: int = 0,
+                 progress: bool = True) -> tuple[list[SourceItem], list[SourceItem], tuple[str, ...]]:
     """(train items, held-out items, classes) from ``"world"`` or an image-folder root. For folders, ``n_train``
     / ``n_test`` cap the two parts (None: all)."""
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be >= 1 source images (or None: all), got {n}")
     if source == "world":
         if world is None or n_train is None or n_test is None:
             raise ValueError("the world source needs world=World(...), n_train and n_test")
-        train, classes = world_source(world, n_train, "train", progress=True)
-        test, _ = world_source(world, n_test, "test", progress=True)
+        train, classes = world_source(world, n_train, "train", progress=progress)
+        test, _ = world_source(world, n_test, "test", progress=progress)
         return train, test, classes
     items, classes = folder_source(source, classes_file)
     train, test = split_items(items, test_frac, seed)
@@ -74,7 +85,7 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
     }
     out = {}
     for name, (items, bcfg) in plans.items():
-        key = config_hash(bcfg, list(classes), [(it.image_id, it.label, it.source) for it in items])
+        key = config_hash(bcfg, list(classes), [it.identity() for it in items])
         out[name] = build_typographic(items, classes, Path(root) / f"{name}-{key}", bcfg, progress=progress)
     return out
 
@@ -89,7 +100,7 @@ def attack_arrays(source: str = "world", *, world=None, n_train: int | None = No
 
     cfg = cfg or AttackSetsConfig()
     train, test, classes = source_items(source, world=world, n_train=n_train, n_test=n_test,
-                                        classes_file=classes_file, seed=cfg.seed)
+                                        classes_file=classes_file, seed=cfg.seed, progress=progress)
     builds = build_attack_sets(train, test, classes, Path(root or cache_dir() / "datasets"), cfg, world=world,
                                progress=progress)
     arrays = {n: TypographicDataset(b.out_dir, world=world).arrays(progress=progress) for n, b in builds.items()}

@@ -39,7 +39,7 @@ class TypoRenderConfig:
         if not self.fonts:
             raise ValueError("fonts is empty: give at least one DejaVu name or .ttf path")
         for f in self.fonts:
-            font_path(f)  # FileNotFoundError naming the font and the fix
+            load_font(f, 12)  # FileNotFoundError / ValueError naming the font and the fix
         lo, hi = self.size_frac
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"size_frac must satisfy 0 < low <= high <= 1 (fractions of the image side), got "
@@ -154,10 +154,14 @@ def split_attacks(classes, fonts: Sequence[str] = TYPO_FONTS, heldout_fonts: Seq
     if shared or not fonts or not heldout_fonts:
         raise ValueError(f"training and held-out fonts must be non-empty and disjoint, shared: {shared}")
     n_test = int(round(word_frac * len(classes)))
+    if len(classes) < 4:
+        raise ValueError(f"held-out written words need at least 4 classes (two words for training attacks, two "
+                         f"held out), got {len(classes)}: add classes")
     if not 2 <= n_test <= len(classes) - 2:
         raise ValueError(f"word_frac {word_frac} holds out {n_test} of {len(classes)} words: each part needs at "
-                         f"least two (give a word_frac between {2 / len(classes):.2f} and "
-                         f"{1 - 2 / len(classes):.2f})")
+                         f"least two; give a word_frac between {2 / len(classes):.2f} and "
+                         f"{1 - 2 / len(classes):.2f} (AttackSetsConfig(word_frac=...), or `clipwb train-po "
+                         f"--heldout-word-frac`)")
     perm = np.random.default_rng(seed).permutation(len(classes))
     return AttackSplit(fonts, heldout_fonts, tuple(sorted(perm[n_test:].tolist())),
                        tuple(sorted(perm[:n_test].tolist())))

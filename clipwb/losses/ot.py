@@ -192,6 +192,20 @@ def target_plan(pos: torch.Tensor, groups: torch.Tensor | None = None, alpha: fl
 # -- losses ---------------------------------------------------------------------------------------------------
 GCA_METHODS = ("ince", "rince", "gca-ince", "gca-rince", "gca-uot")
 
+def _rince_exp(exponents: torch.Tensor, q: float, what: str) -> torch.Tensor:
+    """exp(exponents) for the RINCE terms, or a clear error where it would overflow to inf (and the loss to NaN):
+    those terms grow like exp(q * cos / eps). One host read per call (the RINCE family only)."""
+    # room for the mean over the terms
+    limit = math.log(torch.finfo(exponents.dtype).max) - 1.0 - math.log(max(exponents.numel(), 1))
+    top = float(exponents.detach().max())
+    if not top <= limit:  # also catches NaN
+        raise ValueError(
+            f"{what}: the RINCE term exp(q * s) overflows {exponents.dtype} (largest exponent {top:.4g} > {limit:.1f}):"
+            f" its scores s = cos / eps must stay below {limit:.0f} / q = {limit / q:.4g}. Use a larger eps (with "
+            f"cosines, eps >= {q / limit:.3g}), L2-normalised embeddings, a smaller q, or float64")
+    return exponents.exp()
+
+
 def _ce(log_p_rows: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     safe = torch.where(tgt > 0, log_p_rows, torch.zeros_like(log_p_rows))
     return -(tgt.to(log_p_rows.dtype) * safe).sum(-1).mean()
@@ -221,7 +235,8 @@ def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gc
     if method == "rince":
         e_pos = s.gather(-1, pos.view(-1, 1)).squeeze(-1)
         total = torch.logsumexp(s, dim=-1)
-        return (-(q * e_pos).exp() / q + ((math.log(lam) + total) * q).exp() / q).mean()
+        ex = _rince_exp(torch.stack([q * e_pos, (math.log(lam) + total) * q]), q, "rince")
+        return (-ex[0] / q + ex[1] / q).mean()
     if method in ("ince", "gca-ince"):
         steps = 1 if method == "ince" else 2 * n_iters + 1
         log_p = sinkhorn_log(s, half_steps=steps, detach=detach) + math.log(n)
@@ -230,9 +245,12 @@ def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gc
         unb = method == "gca-uot"
         log_p, log_u, _ = sinkhorn_log(s, half_steps=2 * n_iters + 1, rho=rho if unb else None, eps=eps,
                                        detach=detach, return_scalings=True)
-        log_pos = log_p.gather(-1, pos.view(-1, 1)).squeeze(-1) - log_u
-        log_tot = math.log(lam) - math.log(n) - log_u
-        rince_term = (-(q * log_pos).exp() / q + (q * log_tot).exp() / q).mean()
+        rince_term = 0.0
+        if not unb or r2 != 0:
+            log_pos = log_p.gather(-1, pos.view(-1, 1)).squeeze(-1) - log_u
+            log_tot = math.log(lam) - math.log(n) - log_u
+            ex = _rince_exp(torch.stack([q * log_pos, q * log_tot]), q, method)
+            rince_term = (-ex[0] / q + ex[1] / q).mean()
         if not unb:
             return rince_term
         if uot_ce == "rows":

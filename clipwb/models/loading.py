@@ -149,6 +149,79 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preproces
     return weights
 
 
+LOCAL_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (None: cuda if available, else cpu) as a torch.device, or a clear error when it does not exist
+    on this machine."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError) as e:
+        raise ModelSpecError(f"unknown device {device!r} ({e}): use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelSpecError(f"device {device!r} asked for, but this machine has no usable CUDA GPU: use "
+                                 f"--device cpu (or leave the device unset to pick cuda when there is one)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelSpecError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelSpecError(f"device {device!r} is not available on this machine: use cpu")
+    return dev
+
+
+def check_weights_file(path: Path) -> None:
+    """Fail at once, naming the file, when a weights file is empty, truncated or not a checkpoint at all."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelSpecError(f"weights file {path} is empty: copy it again (a download or copy was interrupted?)")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise ModelSpecError(f"weights file {path} is not a readable safetensors file ({e}): it is truncated or "
+                                 f"corrupt; copy it again") from None
+    else:
+        import zipfile
+
+        with path.open("rb") as fh:
+            head = fh.read(4)
+        if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+            raise ModelSpecError(f"checkpoint {path} is a truncated torch zip archive: copy it again")
+        if not head.startswith(b"PK") and head[:1] != b"\x80":
+            raise ModelSpecError(f"checkpoint {path} is neither a torch checkpoint nor a safetensors file (it starts "
+                                 f"with {head!r}): pass a .pt/.bin written by torch.save or a .safetensors file")
+
+
+class _checkpoint_errors:
+    """Turn open_clip's errors while loading weights into ModelSpecError naming the file and the architecture."""
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, e, tb):
+        if e is None or isinstance(e, (ModelSpecError, KeyboardInterrupt)):
+            return False
+        msg = " ".join(str(e).split())[:240] if str(e) else type(e).__name__
+        if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "Missing key" in str(e)
+                                            or "Unexpected key" in str(e)):
+            raise ModelSpecError(f"the weights in {self.path} do not fit the architecture {self.name} ({msg}): "
+                                 f"they belong to another model; name the right architecture (NAME:{self.path})") \
+                from None
+        if isinstance(e, (RuntimeError, OSError, EOFError, ValueError, KeyError)) or \
+                type(e).__module__.startswith(("pickle", "_pickle", "safetensors")):
+            raise ModelSpecError(f"cannot load the weights in {self.path} into {self.name} "
+                                 f"({type(e).__name__}: {msg})") from None
+        return False
+
+
 def _cached_pretrained_file(name: str, tag: str, cache: str | None) -> str | None:
     """The local file open_clip would use for (name, tag), or None; never touches the network."""
     import open_clip
@@ -224,7 +297,7 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
     import open_clip
 
     register_configs()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = check_device(device)
     kind, name, arg = parse_spec(spec)
     info: dict = {"kind": kind}
     if kind == "tiny":
@@ -238,8 +311,20 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
         if not cfg_file.is_file():
             raise ModelSpecError(f"{folder} is not an open_clip local dir: expected {cfg_file} and "
                                  f"open_clip_model.safetensors (write one with clipwb.models.save_model)")
-        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
-        cfgj = json.loads(cfg_file.read_text())
+        wfiles = [folder / f for f in LOCAL_DIR_WEIGHTS if (folder / f).is_file()]
+        if not wfiles:
+            # open_clip would build a randomly initialised model and say nothing
+            raise ModelSpecError(f"{folder} has {cfg_file.name} but no weights ({' or '.join(LOCAL_DIR_WEIGHTS)}): "
+                                 f"a model without them is randomly initialised; copy the weights file into the "
+                                 f"folder (clipwb.models.save_model writes both)")
+        try:
+            cfgj = json.loads(cfg_file.read_text())
+        except ValueError as e:
+            raise ModelSpecError(f"{cfg_file} is not valid JSON ({e}): write it with clipwb.models.save_model") \
+                from None
+        check_weights_file(wfiles[0])
+        with _checkpoint_errors(wfiles[0], cfgj.get("clipwb", {}).get("model_name", "the config's model")):
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
         name = cfgj.get("clipwb", {}).get("model_name", "local-dir")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
         model.eval()
@@ -248,6 +333,7 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
         path = Path(arg)
         if not path.is_file():
             raise ModelSpecError(f"checkpoint {path} does not exist")
+        check_weights_file(path)
         if name is None:
             side = path.parent / "open_clip_config.json"
             name = json.loads(side.read_text()).get("clipwb", {}).get("model_name") if side.is_file() else None
@@ -270,10 +356,11 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
     # a tag's own preprocessing (mean, std, interpolation, resize mode) and QuickGELU, as open_clip applies them
     # when it resolves the tag itself
     pcfg = open_clip.get_pretrained_cfg(name, arg) if kind == "tag" else {}
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=weights, device=device, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
-        image_mean=pcfg.get("mean"), image_std=pcfg.get("std"), image_interpolation=pcfg.get("interpolation"),
-        image_resize_mode=pcfg.get("resize_mode"))
+    with _checkpoint_errors(Path(weights), name):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=weights, device=device, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
+            image_mean=pcfg.get("mean"), image_std=pcfg.get("std"), image_interpolation=pcfg.get("interpolation"),
+            image_resize_mode=pcfg.get("resize_mode"))
     model.eval()
     return LoadedModel(model, preprocess, open_clip.get_tokenizer(name), name, spec, weights, info)
 

@@ -73,7 +73,7 @@ def train_linear_map(pref_feats: torch.Tensor, pref_text: torch.Tensor, y_w, y_l
     """Train W (d x d, from the identity) with DPO on (pref_feats, y_w over y_l, among pref_text's classes), the
     KL to the identity map on each (feats, text[, weight]) of ``keep`` and the near-orthogonality penalty. Returns W (float64)
     and the per-step log."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     cfg = cfg or LinearMapConfig()
     g = torch.Generator().manual_seed(cfg.seed)

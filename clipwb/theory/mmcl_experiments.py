@@ -31,7 +31,7 @@ def robustness_grid(ns=(500, 5000), ps=(0.0, 0.5, 0.8), seeds=(0, 1, 2), heteros
                     train_n_max: int = 5000, train_steps: int = 300, progress: bool = True, **model) -> list[dict]:
     """sin Theta to U1* per (noise kind, n, p_n, seed) for MMCL in closed form, MMCL trained (CLIP loss, gradient
     descent; only for n <= ``train_n_max``), the unimodal baseline and PCA."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     rows = []
     cells = [(h, n, p, s) for h in heteroskedastic for n in ns for p in ps for s in seeds]
@@ -111,7 +111,7 @@ def unpaired_run(n: int, ratio: int, seed: int, cfg: UnpairedConfig = UnpairedCo
 
 def unpaired_grid(ns=(100, 200, 500), ratios=(0, 3, 6, 9, 12, 15), seeds=(0, 1, 2),
                   cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, **model) -> list[dict]:
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     cells = [(n, k, s) for n in ns for k in ratios for s in seeds]
     return [unpaired_run(n, k, s, cfg, **model) for n, k, s in tqdm(cells, disable=not progress, desc="unpaired")]

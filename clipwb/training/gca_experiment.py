@@ -277,7 +277,7 @@ def _noisy_partner(n: int, share: float, rng: np.random.Generator) -> np.ndarray
 
 def train_gca(cfg: GCAConfig, data: ObjectData | None = None, progress: bool = True) -> dict:
     """Train one encoder (pair) with ``cfg`` and measure it; returns a JSON-ready dict."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     data = data or load_object_data(cfg.n_train, cfg.n_test, cfg.image_size, cfg.world_seed)
     if len(data.x_train) < cfg.n_train or len(data.x_test) < cfg.n_test:
@@ -405,7 +405,7 @@ PAPER_HEADLINES = {
 def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares=(0.0, 0.3), seeds=(0, 1),
                 cache_dir=None, progress: bool = True) -> list[dict]:
     """Every (method, noise share, seed) run of ``base``'s task."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     cfgs = [with_overrides(base, method=m, noise_share=p, seed=s) for p in noise_shares for m in methods
             for s in seeds]
@@ -416,7 +416,7 @@ def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares
 def ablation(base: GCAConfig, data: ObjectData, iters=(1, 3, 10), eps=(0.2, 0.5, 1.0), cache_dir=None,
              progress: bool = True) -> dict:
     """GCA-INCE over Sinkhorn iterations (0 = INCE) and over eps, one seed."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     b = with_overrides(base, method="gca-ince")
     runs = [("iters", 0, with_overrides(base, method="ince"))] + [("iters", k, with_overrides(b, n_iters=k))
@@ -433,7 +433,7 @@ def domain_sweep(base: GCAConfig, data: ObjectData, diffs=(-0.5, -0.25, 0.0, 0.2
                  progress: bool = True) -> list[dict]:
     """GCA-INCE with the domain-aware target plan: alpha - beta = d (alpha = max(d, 0), beta = max(-d, 0)) on
     same-background vs cross-background pairs; class and domain linear-probe accuracy per d."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     rows = []
     for d in tqdm(diffs, disable=not progress, desc="alpha - beta"):

@@ -43,8 +43,9 @@ import torch.nn.functional as F
 
 from ..config import with_overrides
 from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor, template_mean
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
 from ..losses.po import DEFAULT_BETA, METHODS, po_loss, policy_logprobs
+from ..precision import Precision, check_precision, resolve_precision
 from .schedule import warmup_cosine
 
 TRAIN_MODES = ("image", "all", "last_k", "linear_head")
@@ -72,8 +73,9 @@ class POConfig:
     templates: tuple[str, ...] = OBJECT_TEMPLATES
     checkpoint_every: int = 0  # steps; 0: no checkpoints
     device: str | None = None  # None: cuda if available, else cpu
-    autocast_bf16: bool | None = None  # None: on CUDA only
-    channels_last: bool | None = None  # None: on CUDA only
+    # "auto": bf16 autocast + channels-last where measured faster (CUDA; CPUs with native bf16), else fp32;
+    # "bf16" / "fp32" force it (clipwb.precision)
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -87,8 +89,18 @@ class POConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
-        if self.method == "ipo" and self.beta is not None and self.beta <= 0:
-            raise ValueError("IPO needs beta > 0 (its target margin is 1/(2 beta))")
+        if self.beta is not None and not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta} (a negative beta trains toward the written word; "
+                             f"IPO's target margin is 1/(2 beta))")
+        for name in ("lam", "weight_decay", "warmup", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.bma_alpha > 0:
+            raise ValueError(f"bma_alpha must be > 0, got {self.bma_alpha}")
+        if not self.templates or not all(isinstance(t, str) and "{}" in t for t in self.templates):
+            raise ValueError(f"templates must be a non-empty list of prompts with a '{{}}' for the class name, e.g. "
+                             f"['a photo of a {{}}.'], got {list(self.templates)!r}")
+        check_precision(self.precision)
 
     @property
     def beta_value(self) -> float:
@@ -99,10 +111,8 @@ PO_PROFILES = {
     "reference": {},
     # the tiny CLIP of the embedded world (measured choices, see the README): a 50x larger learning rate with a
     # 10-step warm-up (Adamax's first steps move every weight by ~lr; without warm-up the clean KL jumps to 6 nats
-    # at step 2 and DPO ends 3 points lower on clean images), smaller batches (more steps on fewer pairs), bf16
-    # autocast + channels-last (2x faster on CPUs with AVX512-BF16)
-    "embedded": {"lr": 1e-3, "warmup": 10, "batch_size": 256, "epochs": 3, "autocast_bf16": True,
-                 "channels_last": True},
+    # at step 2 and DPO ends 3 points lower on clean images), smaller batches (more steps on fewer pairs)
+    "embedded": {"lr": 1e-3, "warmup": 10, "batch_size": 256, "epochs": 3},
 }
 # per-method overrides of a profile, applied by po_config when the method matches
 PO_PROFILE_METHODS = {
@@ -231,26 +241,26 @@ def _logit_scale(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _features(model, images: np.ndarray, batch: int, device, amp: bool, channels_last: bool) -> torch.Tensor:
+def _features(model, images: np.ndarray, batch: int, device, prec: Precision) -> torch.Tensor:
     out = []
     for i in range(0, len(images), batch):
         x = images_to_tensor(images[i:i + batch], model)
-        if channels_last:
+        if prec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with prec.autocast_ctx(device):
             out.append(model.visual(x).float())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def reference_logprobs(model, tokenizer, classes, images: np.ndarray, templates=OBJECT_TEMPLATES, batch: int = 512,
-                       amp: bool = False, channels_last: bool = False) -> torch.Tensor:
+                       precision: Precision = Precision("fp32", "default")) -> torch.Tensor:
     """log pi_ref(c|x) for every image (n, C), computed once (the reference is frozen, the data not augmented)."""
     model.eval()
     device = next(model.parameters()).device
     tok = tokenizer([t.format(c) for c in classes for t in templates]).to(device)
     txt = class_features(model, tok, len(classes))
-    feats = _features(model, images, batch, device, amp, channels_last)
+    feats = _features(model, images, batch, device, precision)
     return policy_logprobs(F.normalize(feats, dim=-1), txt, _logit_scale(model), normalized=True)
 
 
@@ -264,6 +274,7 @@ class POResult:
     steps: int
     config: POConfig
     out_dir: Path | None = None
+    precision: dict | None = None  # clipwb.precision.Precision.to_dict() of the run
 
 
 def _fingerprint(model: nn.Module) -> list:
@@ -281,15 +292,15 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     ``save``, the final models in open_clip's format (``raw/``, ``avg/``). ``on_step(step, stats)`` is called
     after every optimiser step (tests use it to interrupt a run). ``model_name`` is the open_clip config name
     written beside the saved weights (``LoadedModel.name``)."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     cfg = cfg or POConfig()
     dist = _dist()
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     device = resolve_device(cfg.device)
     on_cuda = device.type == "cuda"
-    amp = on_cuda if cfg.autocast_bf16 is None else cfg.autocast_bf16
-    cl = on_cuda if cfg.channels_last is None else cfg.channels_last
+    prec = resolve_precision(cfg.precision, device)
+    cl = prec.channels_last
     classes = list(classes)
     n = len(data["typo"])
     if len(data["clean"]) != n or len(data["true"]) != n or len(data["written"]) != n:
@@ -303,6 +314,15 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ValueError("resume needs out_dir (where the checkpoint is)")
+    ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
+    if out_dir is not None:
+        check_writable_dir(out_dir, "out_dir")
+        if rank == 0:
+            clean_stale_temp_files(out_dir)
+        if resume and not ckpt.is_file():
+            raise ValueError(f"nothing to resume: no checkpoint at {ckpt} (a run writes one every checkpoint_every "
+                             f"steps; checkpoint_every={cfg.checkpoint_every}); run without resume to start at step 0")
+    run_id = run_identity(cfg, data)
 
     torch.manual_seed(cfg.seed)
     ref = copy.deepcopy(model).to(device).eval()
@@ -318,9 +338,9 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     need_clean = cfg.method != "ce"
 
     t0 = time.time()
-    ref_typo = reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, amp=amp, channels_last=cl)
-    ref_clean = (reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, amp=amp,
-                                    channels_last=cl) if need_clean else None)
+    ref_typo = reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, precision=prec)
+    ref_clean = (reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, precision=prec)
+                 if need_clean else None)
     tokens = tokenizer([t.format(c) for c in classes for t in cfg.templates]).to(device)
     with torch.no_grad():
         fixed_txt = class_features(ref, tokens, len(classes))
@@ -330,8 +350,8 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     if cfg.train == "linear_head":
         for p in policy_model.parameters():
             p.requires_grad_(False)
-        cached_typo = _features(ref, data["typo"], 512, device, amp, cl)
-        cached_clean = _features(ref, data["clean"], 512, device, amp, cl) if need_clean else None
+        cached_typo = _features(ref, data["typo"], 512, device, prec)
+        cached_clean = _features(ref, data["clean"], 512, device, prec) if need_clean else None
     policy = _Policy(policy_model, cfg.train, int(fixed_txt.shape[-1])).to(device)
     names = [nm for nm, p in policy.named_parameters() if p.requires_grad]
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -346,12 +366,12 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     bma_wsum = float(w[0])
     log: list[dict] = []
     start = 0
-    ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    if resume:
+        state = load_checkpoint(ckpt, device)
+        _check_same_run(ckpt, json.loads(state.get("run", "{}")), run_id)
         if state["fingerprint"] != fingerprint or state["names"] != names or state["total"] != total:
-            raise ValueError(f"{ckpt} belongs to another model, data size or config: delete it or use another "
-                             f"out_dir")
+            raise ValueError(f"cannot resume from {ckpt}: it belongs to another model, data size or config; run "
+                             f"without resume to start over, or pass another out_dir")
         with torch.no_grad():
             for nm, p in zip(names, params):
                 p.copy_(state["params"][nm])
@@ -365,7 +385,8 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         state = {"step": step, "total": total, "names": names, "fingerprint": fingerprint,
                  "params": {nm: p.detach().cpu() for nm, p in zip(names, params)},
                  "optimizer": opt.state_dict(), "bma_sum": {k: v.cpu() for k, v in bma_sum.items()},
-                 "bma_wsum": bma_wsum, "log": log, "config": json.dumps(dataclasses.asdict(cfg), default=str)}
+                 "bma_wsum": bma_wsum, "log": log, "config": json.dumps(dataclasses.asdict(cfg), default=str),
+                 "run": json.dumps(run_id), "precision": json.dumps(prec.to_dict())}
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         _write_log(out_dir, log)
 
@@ -390,7 +411,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
             x = images_to_tensor(imgs, policy_model)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with prec.autocast_ctx(device):
             img, txt = net(x, tokens if cfg.train == "all" else None)
         txt = template_mean(txt, len(classes)) if txt is not None else fixed_txt
         s = _logit_scale(policy_model) if cfg.train == "all" else scale
@@ -442,12 +463,62 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         m.eval()
     if out_dir is not None and rank == 0:
         _write_log(out_dir, log)
+        atomic_write_text(out_dir / "run.json", json.dumps(
+            {"config": dataclasses.asdict(cfg), "run": run_id, "precision": prec.to_dict(), "steps": total,
+             "train_seconds": train_seconds}, indent=1, default=str))
         if save:
             from ..models.loading import save_model
 
             save_model(raw, out_dir / "raw", model_name)
             save_model(avg, out_dir / "avg", model_name)
-    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir)
+    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, prec.to_dict())
+
+
+# -- run identity, checkpoints, output folders -------------------------------------------------------------------
+# POConfig fields that do not change the weights (a resume may change them)
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision")
+
+
+def data_fingerprint(data: dict) -> str:
+    """A hash of the training arrays (images and labels): a resume on other data is refused."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for key in ("typo", "clean", "true", "written"):
+        a = np.ascontiguousarray(np.asarray(data[key]))
+        h.update(f"{key}{a.shape}{a.dtype}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def run_identity(cfg: POConfig, data: dict) -> dict:
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
+    d["templates"] = list(d["templates"])
+    return {"config": d, "data": data_fingerprint(data)}
+
+
+def _check_same_run(ckpt: Path, saved: dict, now: dict) -> None:
+    if not saved:  # a checkpoint from before run identities were recorded: the fingerprint checks still apply
+        return
+    diff = [f"{k}={saved['config'].get(k)!r} -> {v!r}" for k, v in now["config"].items()
+            if saved["config"].get(k) != v]
+    if saved.get("data") != now["data"]:
+        diff.append("the training data differ (images or labels)")
+    if diff:
+        raise ValueError(f"cannot resume from {ckpt}: it was written by a different run ({'; '.join(diff)}); "
+                         f"run without resume to start over, or pass another out_dir")
+
+
+def load_checkpoint(path: Path, device) -> dict:
+    """torch.load(weights_only=True) with a clear error for a truncated or foreign file."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # zip/pickle errors of a truncated or non-checkpoint file
+        raise ValueError(f"cannot read the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
+                         f"it is truncated or not a clipwb PO checkpoint; delete it and run without resume") from None
+    if not isinstance(state, dict) or not {"step", "params", "optimizer"} <= set(state):
+        raise ValueError(f"{path} is not a clipwb PO checkpoint; delete it and run without resume")
+    return state
 
 
 def _write_log(out_dir: Path, log: list[dict]) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from ..config import config_hash, with_overrides
 from ..io import atomic_write_text
+from ..precision import cpu_info, resolve_precision
 from ..world import World, WorldConfig
 from .schedule import warmup_cosine
 
@@ -38,9 +39,6 @@ class PretrainConfig:
     early_steps: int = 500
     early_text_share: float = 0.5
     seed: int = 0
-    channels_last: bool = True
-    # bf16 autocast: 2x faster on CPUs with AVX512-BF16/AMX (and on GPUs); fp32 master weights and optimiser
-    autocast_bf16: bool = True
     # contrastive objective: open_clip's ClipLoss ("clip") or a GCA loss of losses/ot.py ("gca-uot", "gca-ince",
     # ...) on s = cos / gca_eps, symmetric over image->text and text->image; the GCA losses use the fixed
     # temperature gca_eps (the RINCE terms grow like exp(q / eps)), so the learned logit_scale is unused by them
@@ -54,6 +52,25 @@ class PretrainConfig:
     eval_n: int = 256
     workers: int = 2
     device: str | None = None  # None: cuda if available, else cpu
+    # "auto": bf16 autocast + channels-last where measured faster (2x on CPUs with AVX512-BF16/AMX, and GPUs),
+    # fp32 elsewhere (bf16 is ~20x slower on AVX2-only CPUs); fp32 master weights and optimiser either way.
+    # The shipped weights were made in bf16 (their JSON log records it); fp32 gives slightly different weights.
+    precision: str = "auto"
+
+    def __post_init__(self):
+        from ..precision import check_precision
+
+        check_precision(self.precision)
+        for name in ("n_images", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "early_steps", "eval_every", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.early_text_share <= 1:
+            raise ValueError(f"early_text_share must lie in [0, 1], got {self.early_text_share}")
 
     def weights_hash(self, model_cfg: dict) -> str:
         """The key of the cached / shipped weights: model config + every field that changes the weights.
@@ -68,13 +85,17 @@ class PretrainConfig:
         for k, default in _WORLD_OMIT_AT_DEFAULT.items():
             if d["world"].get(k) == default:
                 d["world"].pop(k)
-        for k in ("eval_every", "eval_n", "workers", "device"):
+        for k in ("eval_every", "eval_n", "workers", "device", "precision"):
             d.pop(k)
+        d.update(_REMOVED_FIELDS)
         return config_hash(model_cfg, d)
 
 
 # fields added after the shipped weights were trained: {name: value that reproduces the old behaviour}
 _OMIT_AT_DEFAULT: dict = {"loss": "clip", "gca_eps": 0.25, "gca_iters": 10, "gca_rho": 0.2, "gca_r2": 0.2}
+# fields removed since, with their value then, so that the keys of weights trained before stay the same (the
+# precision is now chosen per machine and recorded in the weights' JSON log, like the device)
+_REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
 _WORLD_OMIT_AT_DEFAULT: dict = {"mix_object_other_text": 0.0, "text_other_share": 0.0,
                                 "faint_hat_alpha": (0.3, 0.6)}
 
@@ -145,7 +166,7 @@ def contrastive_objective(cfg: PretrainConfig):
 def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | None = None):
     """Train the tiny CLIP from scratch; returns (model, log dict). Deterministic for a given config."""
     import open_clip
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from ..evaluation.zeroshot import images_to_tensor, world_zero_shot_suite
     from ..models import register_configs
@@ -161,27 +182,28 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     t_data = time.time() - t_start
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prec = resolve_precision(cfg.precision, device)
     model = open_clip.create_model(cfg.model_name, device=device)
     tokens = tokens.to(device)
-    if cfg.channels_last:
+    if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
     loss_fn = contrastive_objective(cfg)
     batch_indices = batch_schedule(cfg, np.array(data.column("kind")), rng)
     log = {"config": dataclasses.asdict(cfg), "step": [], "loss": [], "lr": [], "logit_scale": [],
-           "eval": [], "data_seconds": t_data}
+           "eval": [], "data_seconds": t_data, "precision": prec.to_dict(), "cpu": cpu_info()["model"]}
     t_train = time.time()
     bar = tqdm(range(cfg.steps), disable=not progress, desc="pretrain tiny CLIP")
     for step in bar:
         idx = batch_indices(step)
         tidx = torch.from_numpy(idx).to(device)
         x = images_to_tensor(data.images[idx], model)
-        if cfg.channels_last:
+        if prec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast_bf16):
+        with prec.autocast_ctx(x.device):
             img_f, txt_f, scale = model(x, tokens[tidx])
         loss = loss_fn(img_f.float(), txt_f.float(), scale)
         opt.zero_grad(set_to_none=True)

@@ -267,9 +267,14 @@ class World:
     def generate(self, n: int, split: str = "train", kind: str | None = None, start: int = 0,
                  progress: bool = False, workers: int = 1) -> WorldBatch:
         """Images ``start .. start+n-1`` of ``split`` as one uint8 array plus their records."""
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
+
+        from ..io import check_memory
 
         S = self.config.image_size
+        if n < 0 or start < 0:
+            raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+        check_memory(n * S * S * 3, f"{n} world images of {S} px", "generate fewer images")
         images = np.empty((n, S, S, 3), dtype=np.uint8)
         records: list[dict] = []
         idx = range(start, start + n)

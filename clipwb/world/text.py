@@ -47,7 +47,47 @@ def font_path(font: str) -> str:
 
 @functools.lru_cache(maxsize=512)
 def load_font(font: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(font_path(font), size)
+    path = font_path(font)
+    try:
+        return ImageFont.truetype(path, size)
+    except OSError as e:
+        raise ValueError(f"{path} is not a font file FreeType can read ({e}): pass a .ttf/.otf font, or one of "
+                         f"the bundled DejaVu names {list(DEFAULT_FONTS)}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _font_chars(path: str) -> frozenset[int]:
+    from fontTools.ttLib import TTFont  # fontTools comes with matplotlib
+
+    with TTFont(path, lazy=True, fontNumber=0) as f:
+        return frozenset(f.getBestCmap() or {})
+
+
+@functools.lru_cache(maxsize=4096)
+def missing_glyphs(text: str, font: str) -> str:
+    """The characters of ``text`` (whitespace aside) that ``font`` has no glyph for (they would be drawn as boxes)."""
+    path = font_path(font)
+    load_font(font, 12)  # a clear error for a file that is no font
+    try:
+        have = _font_chars(path)
+    except Exception:  # noqa: BLE001 - a font fontTools cannot parse but FreeType can: trust FreeType
+        return ""
+    return "".join(dict.fromkeys(ch for ch in text if not ch.isspace() and ord(ch) not in have))
+
+
+def check_glyphs(texts, fonts) -> None:
+    """ValueError naming every text that some font cannot draw (instead of silently drawing boxes)."""
+    bad = {}
+    for font in fonts:
+        for t in texts:
+            miss = missing_glyphs(str(t), font)
+            if miss:
+                bad.setdefault(Path(font).name, []).append(f"{t!r} lacks {miss!r}")
+    if bad:
+        detail = "; ".join(f"{f}: {', '.join(v[:3])}" + (f" (+{len(v) - 3} more)" if len(v) > 3 else "")
+                           for f, v in bad.items())
+        raise ValueError(f"the font cannot draw some words, they would appear as boxes: {detail}. Pass fonts that "
+                         f"cover these characters (a .ttf path), or rename or transliterate the classes")
 
 
 def split_lines(text: str) -> str:
@@ -71,6 +111,7 @@ def render_text(img: Image.Image, text: str, rng: np.random.Generator, *,
     """
     W, H = img.size
     font = fonts[int(rng.integers(len(fonts)))]
+    check_glyphs((text,), (font,))
     lo = max(min_size_px, int(round(size_frac[0] * min(W, H))))
     hi = max(lo, int(round(size_frac[1] * min(W, H))))
     size0 = int(rng.integers(lo, hi + 1))
