@@ -246,9 +246,11 @@ def embedding_views(views: dict, colorings: dict, method: str = "pca", fit_label
             for k in np.unique(lab):
                 label = (names or {}).get(cname, {}).get(int(k), str(k)) if names else str(k)
                 ax.scatter(*Z[lab == k].T, s=4, alpha=0.5, label=label)
-            ax.set(title=f"{vname}: {cname} ({method.upper()})", xticks=[], yticks=[])
-            if len(np.unique(lab)) <= 6:
-                ax.legend(fontsize=6, markerscale=2)
+            ax.set(title=f"{vname}: {cname} ({method.upper()})", xticks=[], yticks=[],
+                   xlabel=f"{method.upper()} 1", ylabel=f"{method.upper()} 2")
+            many = len(np.unique(lab)) > 6
+            ax.legend(fontsize=5 if many else 6, markerscale=2, ncol=2 if many else 1, title=f"colour: {cname}",
+                      title_fontsize=6)
     fig.tight_layout()
     return _save(fig, save)
 

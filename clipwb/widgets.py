@@ -52,6 +52,22 @@ def _projection(cd: ConceptData, concept: str):
     return PCA(n_components=2, random_state=0).fit(X)
 
 
+def pca_panel(ax, pca, feats, labels, names, index: int, title: str, legend: bool = True) -> None:
+    """One PCA panel: steered embeddings coloured by ``names[label]``, the example image as a black star, axes
+    named by the principal components (and the variance they explain on the unsteered embeddings)."""
+    Z = pca.transform(feats)
+    for j, name in enumerate(names):
+        ax.scatter(*Z[labels == j].T, s=4, alpha=0.4, label=name)
+    ax.scatter(*Z[index], s=120, marker="*", color="black", label=f"image {index}")
+    var = pca.explained_variance_ratio_
+    ax.set(title=title, xlabel=f"PC 1 ({100 * var[0]:.0f} % var.)", ylabel=f"PC 2 ({100 * var[1]:.0f} % var.)",
+           xticks=[], yticks=[])
+    if legend:
+        ax.legend(fontsize=6, markerscale=2, ncol=1 if len(names) <= 8 else 2, loc="center left",
+                  bbox_to_anchor=(1.01, 0.5), title="colour: true " + ("class" if len(names) > 2 else "label"),
+                  title_fontsize=6)
+
+
 def steering_demo(cd: ConceptData, families: dict, t_range=(-1.0, 2.0), interactive: bool | None = None,
                   save_dir=None, ts=(-0.5, 0.0, 0.5, 1.0, 1.5)):
     """The demo: ``families`` maps a concept of ``CONCEPT_VIEWS`` to its ``StrengthFamily``."""
@@ -88,19 +104,13 @@ def steering_demo(cd: ConceptData, families: dict, t_range=(-1.0, 2.0), interact
         set_name, _, label_key, names_key, _ = CONCEPT_VIEWS[c]
         with plot_out:
             plot_out.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+            fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
             img = cd.images[set_name][i]
             axes[0].imshow(img)
             axes[0].axis("off")
             axes[0].set_title(f"{c}, t = {t:.2f}")
-            Z = pca.transform(steer(cd.feats[set_name], W_t).numpy())
-            lab = cd.labels[set_name][label_key]
-            for j, name in enumerate(cd.classes[names_key]):
-                axes[1].scatter(*Z[lab == j].T, s=4, alpha=0.4, label=name)
-            axes[1].scatter(*Z[i], s=120, marker="*", color="black")
-            axes[1].set_title("PCA of steered embeddings")
-            if len(cd.classes[names_key]) <= 6:
-                axes[1].legend(fontsize=7, markerscale=3)
+            pca_panel(axes[1], pca, steer(cd.feats[set_name], W_t).numpy(), cd.labels[set_name][label_key],
+                      cd.classes[names_key], i, "PCA of steered embeddings")
             fig.tight_layout()
             plt.show()
 
@@ -120,20 +130,18 @@ def static_sweep(cd: ConceptData, families: dict, ts, save_dir=None, index: int 
         set_name, _, label_key, names_key, keys = CONCEPT_VIEWS[c]
         probs = {float(t): probabilities(cd, c, index, fam.at(float(t))) for t in ts}
         pca = _projection(cd, c)
-        fig, axes = plt.subplots(1, len(ts) + 1, figsize=(3.1 * (len(ts) + 1), 3.0))
+        fig, axes = plt.subplots(1, len(ts) + 1, figsize=(3.1 * (len(ts) + 1) + 1.2, 3.0))
         names = list(probs[float(ts[0])])
-        for name in names:
+        top = sorted(names, key=lambda nm: -max(p[nm] for p in probs.values()))[:5]  # the classes that matter
+        for name in top:
             axes[0].plot(list(probs), [p[name] for p in probs.values()], marker="o", ms=3, label=name)
-        axes[0].set(title=f"{c}: image {index}", xlabel="t", ylabel="probability", ylim=(0, 1))
-        if len(names) <= 6:
-            axes[0].legend(fontsize=6)
+        axes[0].set(title=f"{c}: image {index}", xlabel="t", ylabel="zero-shot probability", ylim=(0, 1))
+        axes[0].legend(fontsize=6, title="class" if len(top) == len(names) else f"top {len(top)} classes",
+                       title_fontsize=6)
         lab = cd.labels[set_name][label_key]
-        for ax, t in zip(axes[1:], ts):
-            Z = pca.transform(steer(cd.feats[set_name], fam.at(float(t))).numpy())
-            for j in range(len(cd.classes[names_key])):
-                ax.scatter(*Z[lab == j].T, s=3, alpha=0.4)
-            ax.scatter(*Z[index], s=100, marker="*", color="black")
-            ax.set(title=f"t = {t:g}", xticks=[], yticks=[])
+        for k, (ax, t) in enumerate(zip(axes[1:], ts)):
+            pca_panel(ax, pca, steer(cd.feats[set_name], fam.at(float(t))).numpy(), lab, cd.classes[names_key],
+                      index, f"PCA, t = {t:g}", legend=k == len(ts) - 1)
         fig.tight_layout()
         if save_dir is not None:
             viz._save(fig, os.path.join(save_dir, f"04_widget_sweep_{c.replace(' ', '_')}.png"))

@@ -56,6 +56,10 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
         else:
             assert 0.0 <= v <= 1.0, (key, v)
     assert (tmp_path / f"{nb.stem}.html").is_file()
+    executed = nbformat.read(tmp_path / nb.name, as_version=4)
+    own_warnings = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+                    if o.get("name") == "stderr" and re.search(r"/clipwb/[\w/]+\.py:\d+: \w*Warning", o.get("text", ""))]
+    assert not own_warnings, f"clipwb's own code warns in {nb.name}: {own_warnings[:2]}"
     assert list((tmp_path / "figures").glob(f"{nb.name[:2]}_*.png"))
     assert res.seconds > 0
     assert str(NOTEBOOK_DIR) not in str(tmp_path)

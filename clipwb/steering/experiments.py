@@ -57,7 +57,7 @@ def concept_data(lm, world, n: int = 1024, split: str = "test", keep_images: int
             "occupation_prompts": class_text_features(model, tok, occ, ("a photo of a {}.",)).double().cpu()}
     images = {k: b.images[:keep_images] for k, b in sets.items()}
     return ConceptData(split, feats, labels, text, {"objects": world.classes, "genders": gen, "occupations": occ},
-                       float(model.logit_scale.exp()), images)
+                       float(model.logit_scale.detach().exp()), images)
 
 
 def _pred(feats, text):
