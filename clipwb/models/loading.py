@@ -210,8 +210,9 @@ class _checkpoint_errors:
         if e is None or isinstance(e, (ModelSpecError, KeyboardInterrupt)):
             return False
         msg = " ".join(str(e).split())[:240] if str(e) else type(e).__name__
-        if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "Missing key" in str(e)
-                                            or "Unexpected key" in str(e)):
+        if isinstance(e, AssertionError) or isinstance(e, RuntimeError) and (
+                "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e)):
+            # open_clip asserts on mismatched position embeddings before load_state_dict reports the keys
             raise ModelSpecError(f"the weights in {self.path} do not fit the architecture {self.name} ({msg}): "
                                  f"they belong to another model; name the right architecture (NAME:{self.path})") \
                 from None
