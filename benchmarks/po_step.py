@@ -37,7 +37,16 @@ from clipwb.precision import cpu_info, resolve_precision
 from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
 from clipwb.world import World
 
-OUT = Path(__file__).resolve().parent / "results" / "po_step.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def default_out(device: torch.device, precision: str) -> Path:
+    """results/po_step_<device>_<precision>.json, the device named by its model (CPU or GPU)."""
+    import re
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
+    return RESULTS / f"po_step_{slug}_{precision}.json"
 
 
 def _sync(device):
@@ -165,7 +174,7 @@ def main():
     ap.add_argument("--method", default="dpo")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: clipwb.precision's per-machine choice (bf16 on CUDA and CPUs with native bf16)")
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", default=None, help="default: results/po_step_<device>_<precision>.json")
     args = ap.parse_args()
     device = resolve_device(None)
     prec = resolve_precision(args.precision, device)
@@ -206,9 +215,9 @@ def main():
     for k, v in ratios.items():
         print(f"{k:32s} {v:.2f}x  (target >= {out['targets'][k]})")
     print(f"max |loss(ours) - loss(reference pattern)| over dpo/ipo/kto/ce: {out['max_loss_abs_diff']:.2e}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    path = Path(args.out) if args.out else default_out(device, prec.name)
+    atomic_write_text(path, json.dumps(out, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
