@@ -3,14 +3,16 @@
 ``precision="auto"`` (the default of every config) resolves to
 
 - ``bf16`` (bf16 autocast + channels-last) on CUDA devices that support bf16;
-- on CPUs: ``fp32`` unless the CPU has native bf16 (``avx512_bf16`` or ``amx_bf16`` in its flags); where it
-  has, a one-time micro-benchmark (a small conv net, forward + backward, fp32 vs bf16 autocast) decides, and its
-  result is cached per machine (CPU model, flags, torch version, threads) in ``<clipwb cache>/precision.json``.
-  On CPUs without native bf16, autocast emulates bf16 and runs about 20x slower than fp32 (measured on a 2-core
-  AMD EPYC with AVX2 only), so fp32 is the only sensible choice there;
+- on CPUs: a one-time micro-benchmark (a small conv tower, forward + backward) measures fp32 in the contiguous and
+  the channels-last memory layout and, only on CPUs with native bf16 (``avx512_bf16`` or ``amx_bf16`` in their
+  flags), bf16 autocast with channels-last; the fastest wins (bf16 must be 1.1x faster, channels-last 1.05x). The
+  result is cached per machine (CPU model, flags, threads, torch version) in ``<clipwb cache>/precision.json``.
+  On CPUs without native bf16 autocast emulates bf16 and runs about 20x slower than fp32 (measured on a 2-core
+  AMD EPYC with AVX2 only), so bf16 is not even tried there;
 - ``fp32`` on any other device.
 
-``bf16`` and ``fp32`` force a precision; ``CLIPWB_PRECISION`` (same values) overrides ``auto`` for a whole run.
+``bf16`` and ``fp32`` force a precision (bf16 with channels-last, fp32 contiguous); ``CLIPWB_PRECISION`` (same
+values) overrides ``auto`` for a whole run.
 Results computed in bf16 and in fp32 differ slightly: every run records the precision it used (``describe``).
 """
 from __future__ import annotations
@@ -29,21 +31,20 @@ import torch
 PRECISIONS = ("auto", "bf16", "fp32")
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
-# bf16 must be at least this much faster than fp32 in the micro-benchmark to be chosen
+# bf16 must be at least this much faster than the best fp32 layout in the micro-benchmark to be chosen, and
+# channels-last this much faster than the contiguous layout
 _MIN_SPEEDUP = 1.1
+_MIN_SPEEDUP_LAYOUT = 1.05
 
 
 @dataclass(frozen=True)
 class Precision:
     name: str  # "bf16" or "fp32"
     reason: str  # why auto chose it (or "forced")
+    channels_last: bool = False  # conv towers in NHWC memory layout (oneDNN / cuDNN kernels)
 
     @property
     def autocast(self) -> bool:
-        return self.name == "bf16"
-
-    @property
-    def channels_last(self) -> bool:  # pays off together with bf16 kernels only
         return self.name == "bf16"
 
     def autocast_ctx(self, device: torch.device | str):
@@ -79,44 +80,49 @@ def cpu_info() -> dict:
 
 
 def _bench_net() -> torch.nn.Module:
+    """A small conv tower shaped like the tiny CLIP's image tower (64 px, stride-2 stem, 32-256 channels)."""
     torch.manual_seed(0)
+    c = torch.nn.Conv2d
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 48, 3, stride=2, padding=1), torch.nn.GELU(),
-        torch.nn.Conv2d(48, 96, 3, stride=2, padding=1), torch.nn.GELU(),
-        torch.nn.Conv2d(96, 96, 3, padding=1), torch.nn.GELU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(96, 256), torch.nn.GELU(),
-        torch.nn.Linear(256, 128))
+        c(3, 32, 3, stride=2, padding=1), torch.nn.ReLU(), c(32, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2), c(32, 64, 1), torch.nn.ReLU(), c(64, 64, 3, padding=1), torch.nn.ReLU(),
+        c(64, 128, 1), torch.nn.AvgPool2d(2), c(128, 256, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(256, 128))
 
 
-def measure_bf16_speedup(batch: int = 64, side: int = 64, repeats: int = 3) -> dict:
-    """fp32 seconds / bf16-autocast seconds of a small conv net's forward + backward on the CPU (interleaved,
-    median of ``repeats``)."""
+def measure_cpu_variants(bf16: bool, batch: int = 32, side: int = 64, repeats: int = 3) -> dict:
+    """Seconds of a small conv net's forward + backward on the CPU for fp32 (contiguous and channels-last) and,
+    with ``bf16``, bf16 autocast + channels-last; the variants interleaved, median of ``repeats``."""
     x = torch.randn(batch, 3, side, side)
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    nets = {"fp32": _bench_net(), "bf16": _bench_net().to(memory_format=torch.channels_last)}
-    inputs = {"fp32": x, "bf16": x.contiguous(memory_format=torch.channels_last)}
+    variants = {"fp32": (False, False), "fp32_cl": (False, True)}
+    if bf16:
+        variants["bf16_cl"] = (True, True)
+    nets = {k: _bench_net().to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            for k, (_, cl) in variants.items()}
+    inputs = {k: x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+              for k, (_, cl) in variants.items()}
+    times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(repeats + 1):  # the first round warms up
-        for name in ("fp32", "bf16"):
+        for k, (amp, _) in variants.items():
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
-                out = nets[name](inputs[name])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                out = nets[k](inputs[k])
             out.float().square().mean().backward()
             if r:
-                times[name].append(time.perf_counter() - t0)
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"fp32_s": med["fp32"], "bf16_s": med["bf16"], "speedup": med["fp32"] / med["bf16"]}
+                times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def _cache_file(cache: str | Path | None) -> Path:
+    if cache is not None and str(cache).endswith("precision.json"):
+        return Path(cache)
     return Path(cache or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb") / "precision.json"
 
 
-def _cpu_choice(cache: str | Path | None) -> Precision:
+@lru_cache(maxsize=8)
+def _cpu_choice(cache: str | None) -> Precision:
     info = cpu_info()
-    if not info["bf16_native"]:
-        return Precision("fp32", f"CPU '{info['model']}' has no native bf16 ({'/'.join(_BF16_FLAGS)}): bf16 "
-                                 f"autocast would be emulated and many times slower")
-    key = json.dumps([info, torch.__version__], sort_keys=True)
+    key = json.dumps([info, torch.__version__, 2], sort_keys=True)
     path = _cache_file(cache)
     try:
         known = json.loads(path.read_text())
@@ -125,17 +131,26 @@ def _cpu_choice(cache: str | Path | None) -> Precision:
     if not isinstance(known, dict):
         known = {}
     if key not in known:
-        known[key] = measure_bf16_speedup()
+        known[key] = measure_cpu_variants(bf16=info["bf16_native"])
         from .io import atomic_write_text
 
         try:
             atomic_write_text(path, json.dumps(known, indent=1))
         except OSError:  # a read-only cache only costs the measurement next time
             pass
-    speedup = float(known[key]["speedup"])
-    name = "bf16" if speedup >= _MIN_SPEEDUP else "fp32"
-    return Precision(name, f"CPU '{info['model']}' has native bf16; measured bf16 autocast {speedup:.2f}x "
-                           f"as fast as fp32 (cached in {path})")
+    t = known[key]
+    cl = t["fp32_cl"] * _MIN_SPEEDUP_LAYOUT <= t["fp32"]
+    best_fp32 = min(t["fp32"], t["fp32_cl"])
+    measured = (f"measured (cached in {path}): fp32 {1e3 * t['fp32']:.0f} ms, fp32 channels-last "
+                f"{1e3 * t['fp32_cl']:.0f} ms")
+    if "bf16_cl" in t:
+        measured += f", bf16 {1e3 * t['bf16_cl']:.0f} ms"
+        if t["bf16_cl"] * _MIN_SPEEDUP <= best_fp32:
+            return Precision("bf16", f"CPU '{info['model']}' has native bf16; {measured}", channels_last=True)
+        return Precision("fp32", f"CPU '{info['model']}' has native bf16 but it measured no faster; {measured}",
+                         channels_last=cl)
+    return Precision("fp32", f"CPU '{info['model']}' has no native bf16 ({'/'.join(_BF16_FLAGS)}: bf16 autocast "
+                             f"would be emulated and many times slower); {measured}", channels_last=cl)
 
 
 def resolve_precision(setting: str = "auto", device: torch.device | str | None = None,
@@ -145,15 +160,16 @@ def resolve_precision(setting: str = "auto", device: torch.device | str | None =
     if setting == "auto":
         setting = check_precision(os.environ.get("CLIPWB_PRECISION", "auto") or "auto")
         if setting != "auto":
-            return Precision(setting, "set by CLIPWB_PRECISION")
+            return Precision(setting, "set by CLIPWB_PRECISION", channels_last=setting == "bf16")
     else:
-        return Precision(setting, "set in the config")
+        return Precision(setting, "set in the config", channels_last=setting == "bf16")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return Precision("bf16" if ok else "fp32", "CUDA device " + ("with" if ok else "without") + " bf16 support")
+        return Precision("bf16" if ok else "fp32", "CUDA device " + ("with" if ok else "without") + " bf16 support",
+                         channels_last=True)
     if dev.type == "cpu":
-        return _cpu_choice(cache)
+        return _cpu_choice(str(_cache_file(cache)))
     return Precision("fp32", f"device type {dev.type}: fp32")
 
 
@@ -161,7 +177,8 @@ def describe(setting: str = "auto", device: torch.device | str | None = None) ->
     """What metrics files record: the resolved precision, why, and the machine it was resolved on."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     p = resolve_precision(setting, dev)
-    out = {"precision": p.name, "precision_reason": p.reason, "device": str(dev), "cpu": cpu_info()["model"],
+    out = {"precision": p.name, "channels_last": p.channels_last, "precision_reason": p.reason, "device": str(dev),
+           "cpu": cpu_info()["model"],
            "cpu_bf16_native": cpu_info()["bf16_native"], "torch": torch.__version__}
     if dev.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(dev)

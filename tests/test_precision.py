@@ -8,20 +8,23 @@ import torch
 import clipwb.precision as P
 
 
-def test_this_cpu_gets_what_its_flags_allow():
+def test_this_cpu_gets_what_its_flags_allow(tmp_path):
     info = P.cpu_info()
     assert info["model"] and isinstance(info["bf16_native"], bool)
-    p = P.resolve_precision("auto", "cpu")
+    p = P.resolve_precision("auto", "cpu", cache=tmp_path)
+    assert "measured" in p.reason and (tmp_path / "precision.json").is_file()
     if not info["bf16_native"]:
-        assert p.name == "fp32" and not p.autocast and not p.channels_last and "no native bf16" in p.reason
-    else:
-        assert p.name in ("bf16", "fp32") and "measured" in p.reason
+        assert p.name == "fp32" and not p.autocast and "no native bf16" in p.reason
+    times = next(iter(json.loads((tmp_path / "precision.json").read_text()).values()))
+    assert ("bf16_cl" in times) == info["bf16_native"]
+    assert p.channels_last == (times["fp32_cl"] * 1.05 <= times["fp32"]) or p.name == "bf16"
 
 
 def test_forced_settings_and_the_environment_override(monkeypatch):
     assert P.resolve_precision("bf16", "cpu").autocast and P.resolve_precision("fp32", "cpu").name == "fp32"
+    assert P.resolve_precision("bf16", "cpu").channels_last and not P.resolve_precision("fp32", "cpu").channels_last
     monkeypatch.setenv("CLIPWB_PRECISION", "bf16")
-    assert P.resolve_precision("auto", "cpu") == P.Precision("bf16", "set by CLIPWB_PRECISION")
+    assert P.resolve_precision("auto", "cpu") == P.Precision("bf16", "set by CLIPWB_PRECISION", True)
     monkeypatch.setenv("CLIPWB_PRECISION", "fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         P.resolve_precision("auto", "cpu")
@@ -29,24 +32,32 @@ def test_forced_settings_and_the_environment_override(monkeypatch):
         P.resolve_precision("half", "cpu")
 
 
-@pytest.mark.parametrize("speedup,expect", [(2.0, "bf16"), (0.05, "fp32")])
-def test_a_native_bf16_cpu_is_measured_once_and_cached(monkeypatch, tmp_path, speedup, expect):
+@pytest.mark.parametrize("native,times,expect", [
+    (True, {"fp32": 1.0, "fp32_cl": 0.8, "bf16_cl": 0.4}, ("bf16", True)),
+    (True, {"fp32": 1.0, "fp32_cl": 0.8, "bf16_cl": 16.0}, ("fp32", True)),  # emulated bf16: ~20x slower
+    (False, {"fp32": 1.0, "fp32_cl": 1.2}, ("fp32", False)),
+    (False, {"fp32": 1.0, "fp32_cl": 0.8}, ("fp32", True)),
+])
+def test_the_cpu_choice_is_measured_once_and_cached(monkeypatch, tmp_path, native, times, expect):
     calls = []
-    monkeypatch.setattr(P, "cpu_info", lambda: {"model": "Test CPU", "flags": ["avx512_bf16"], "bf16_native": True,
-                                                "threads": 2})
-    monkeypatch.setattr(P, "measure_bf16_speedup", lambda: calls.append(1) or {"fp32_s": 1.0, "bf16_s": 1 / speedup,
-                                                                                "speedup": speedup})
+    monkeypatch.setattr(P, "cpu_info", lambda: {"model": "Test CPU", "flags": ["avx512_bf16"] if native else [],
+                                                "bf16_native": native, "threads": 2})
+    monkeypatch.setattr(P, "measure_cpu_variants", lambda bf16: calls.append(bf16) or dict(times))
     monkeypatch.delenv("CLIPWB_PRECISION", raising=False)
+    P._cpu_choice.cache_clear()
     a = P.resolve_precision("auto", "cpu", cache=tmp_path)
+    P._cpu_choice.cache_clear()  # a new process: read from the cache file, not measured again
     b = P.resolve_precision("auto", "cpu", cache=tmp_path)
-    assert a.name == b.name == expect and len(calls) == 1
+    P._cpu_choice.cache_clear()
+    assert (a.name, a.channels_last) == (b.name, b.channels_last) == expect and calls == [native]
     cached = json.loads((tmp_path / "precision.json").read_text())
-    assert len(cached) == 1 and next(iter(cached.values()))["speedup"] == speedup
+    assert list(cached.values()) == [times]
 
 
-def test_the_micro_benchmark_measures_both_precisions():
-    r = P.measure_bf16_speedup(batch=4, side=16, repeats=1)
-    assert r["fp32_s"] > 0 and r["bf16_s"] > 0 and r["speedup"] == pytest.approx(r["fp32_s"] / r["bf16_s"])
+def test_the_micro_benchmark_measures_each_variant():
+    for bf16 in (False, True):
+        r = P.measure_cpu_variants(bf16=bf16, batch=4, side=16, repeats=1)
+        assert set(r) == ({"fp32", "fp32_cl", "bf16_cl"} if bf16 else {"fp32", "fp32_cl"}) and min(r.values()) > 0
 
 
 def test_autocast_context_follows_the_choice():
@@ -64,7 +75,8 @@ def test_metrics_and_po_runs_record_the_precision(tmp_path, tiny):
     from clipwb.world import World
 
     m = json.loads(write_metrics(tmp_path, "99_x", {"a": 1}).read_text())
-    assert m["a"] == 1 and m["machine"]["precision"] == P.resolve_precision("auto").name
+    auto = P.resolve_precision("auto")
+    assert m["a"] == 1 and m["machine"]["precision"] == auto.name and m["machine"]["channels_last"] == auto.channels_last
     assert m["machine"]["cpu"] == P.cpu_info()["model"] and m["machine"]["torch"] == torch.__version__
     classes, data, _ = attack_arrays("world", world=World(), n_train=8, n_test=8, cfg=AttackSetsConfig(k=1),
                                      root=tmp_path / "sets", progress=False)
