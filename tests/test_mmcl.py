@@ -111,7 +111,7 @@ def test_pair_detection_global_vs_minibatch():
     ii, jj = M.detect_pairs(g1, g2, xu, yu)
     assert len(ii) == len(xu) and len(set(zip(ii.tolist(), jj.tolist()))) == len(ii)
     p_global = M.precision(ii, jj)
-    bi, bj = M.detect_pairs_minibatch(g1, g2, xu, yu, batch=100)
+    bi, bj = M.detect_pairs_batched(g1, g2, xu, yu, batch=100)
     p_mini = M.precision(bi, bj)
     assert 0 < p_global < p_mini <= 1  # the shortcut sees 100 candidates instead of 2800
     # blocked scoring gives the same pairs as one block
@@ -179,3 +179,43 @@ def test_algorithm3_accepts_anchors_only_on_validation_gains():
     assert all(0 < r["detection_precision"] <= 1 for r in strict["rounds"][1:])
     loose = E.algorithm3_run(100, 3, 0, rounds=2, accept=0.0, cfg=cfg)  # every round accepted
     assert loose["accepted_rounds"] == 2 and loose["sin_theta"] < strict["sin_theta"]
+
+
+def test_cocluster_with_k_minus_1_vectors_separates_noisy_blocks_where_log2_merges_them():
+    """10 classes x 50 items, every adjacency entry flipped with probability 0.3: k - 1 = 9 singular vectors (the
+    authors' choice) recover the blocks; ceil(log2 10) = 4 (scikit-learn's SpectralCoclustering) merge some."""
+    from sklearn.metrics import adjusted_rand_score
+
+    labels = np.repeat(np.arange(10), 50)
+    a = (labels[:, None] == labels[None, :]).astype(float)
+    noisy = np.abs(a - (np.random.default_rng(0).random(a.shape) < 0.3))
+    truth = np.r_[labels, labels]
+    ari = {}
+    for nv in ("k-1", "log2"):
+        rl, cl = M.spectral_cocluster(noisy, 10, nv, seed=0)
+        ari[nv] = adjusted_rand_score(truth, np.r_[rl, cl])
+    assert ari["k-1"] >= 0.95 and ari["log2"] <= 0.85, ari
+    cleaned, rl, cl = M.cocluster_clean(noisy, 10)
+    assert np.array_equal(cleaned, noisy * (rl[:, None] == cl[None, :]))
+    with pytest.raises(ValueError, match="n_vectors"):
+        M.spectral_cocluster(noisy, 10, "all")
+
+
+def test_batched_detection_rules_and_cosine_retrieval():
+    eye = torch.eye(3, dtype=torch.float64)
+    # hand-built scores of one batch of 3 (rows x_i, columns y_j = the unit vectors): x itself
+    xu = np.array([[9.0, 8.0, 0.0], [0.0, 8.5, 0.0], [0.0, 0.0, 1.0]])
+    yu = np.eye(3)
+    pairs = lambda r: sorted(zip(*(a.tolist() for a in r)))  # noqa: E731
+    # the authors' notebook 1: the 3 highest of the 9 scores, whichever rows they sit in
+    assert pairs(M.detect_pairs_batched(eye, eye, xu, yu, batch=3, rule="top_scores")) == [(0, 0), (0, 1), (1, 1)]
+    # Algorithm 1: only row and column argmaxes are candidates, so (0, 1) is not one and (2, 2) is
+    assert pairs(M.detect_pairs_batched(eye, eye, xu, yu, batch=3, rule="argmax")) == [(0, 0), (1, 1), (2, 2)]
+    # retrieval: y_1 is long and wins every inner product, but each x_i points at its own partner
+    e2 = torch.eye(2, dtype=torch.float64)
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    y = np.array([[1.0, 0.1], [5.0, 4.0]])
+    assert M.retrieval_accuracy(e2, e2, x, y, metric="inner") == 0.5
+    assert M.retrieval_accuracy(e2, e2, x, y) == 1.0
+    with pytest.raises(ValueError, match="rule"):
+        M.detect_pairs_batched(eye, eye, xu, yu, rule="best")

@@ -80,6 +80,43 @@ def test_auto_path_falls_back_where_scaling_would_underflow_and_float32_matches_
         sinkhorn_log(k, impl="fast")
 
 
+def _pot_stabilization_input():
+    """POT's test_sinkhorn_stabilization: two 1-D Gaussians (centres 30 and 40, sd 10) on 100 bins, squared
+    distances, eps 1e-5."""
+    n = 100
+    a1, a2 = ot.datasets.make_1D_gauss(n, m=30, s=10), ot.datasets.make_1D_gauss(n, m=40, s=10)
+    x = np.arange(n, dtype=np.float64).reshape((n, 1))
+    return torch.from_numpy(a1), torch.from_numpy(a2), torch.from_numpy(ot.dist(x, x)), 1e-5
+
+
+def _pot_relaxation_input():
+    """POT's test_unbalanced_relaxation_parameters with reg_m = inf: masses 1 and about 50, eps 1."""
+    rng = np.random.RandomState(50)
+    x = rng.randn(100, 2)
+    a, b = ot.utils.unif(100), rng.rand(100, 2)[:, 0]
+    return torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(ot.dist(x, x)), 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case,iters", [("stabilization", 200), ("relaxation", 250)])
+def test_auto_never_returns_a_non_finite_plan_where_lse_is_finite(case, iters, dtype):
+    a, b, M, eps = (_pot_stabilization_input if case == "stabilization" else _pot_relaxation_input)()
+    k, la, lb = (-M / eps).to(dtype), a.log().to(dtype), b.log().to(dtype)
+    kw = dict(half_steps=2 * iters, row_first=False, init="uniform")
+    scaled = sinkhorn_log(k, la, lb, impl="scaled", **kw)
+    lse = sinkhorn_log(k, la, lb, impl="lse", **kw)
+    auto = sinkhorn_log(k, la, lb, **kw)
+    assert not torch.isfinite(scaled).all()  # the input that used to come back as NaN from "auto"
+    assert not torch.isnan(lse).any() and not torch.isnan(auto).any()
+    assert torch.equal(auto, lse)
+    assert torch.isfinite(sinkhorn_plan(k, la, lb, **kw)).all()
+    if case == "stabilization" and dtype == torch.float64:
+        # and it is POT's own log-domain solver's plan, iteration for iteration
+        ref = ot.sinkhorn(a.numpy(), b.numpy(), M.numpy(), eps, method="sinkhorn_log", numItermax=iters,
+                          stopThr=0.0)
+        assert np.abs(auto.exp().numpy() - ref).max() < 1e-10
+
+
 def test_half_step_ince_is_cross_entropy_and_iterations_do_not_increase_the_objective():
     g = torch.Generator().manual_seed(0)
     s = torch.randn(16, 16, generator=g, dtype=torch.float64) * 3
@@ -135,3 +172,50 @@ def test_gca_family_special_cases_and_batches():
     assert clip_gca_loss(img, txt).item() == pytest.approx(clip_gca_loss(txt, img).item(), rel=1e-6)
     with pytest.raises(ValueError, match="unknown method"):
         gca_loss(s, method="nce")
+
+
+def _authors_inputs():
+    g = torch.Generator().manual_seed(1234)
+    return torch.randn(6, 8, generator=g, dtype=torch.float64), torch.randn(6, 8, generator=g, dtype=torch.float64)
+
+
+# Numbers produced by the authors' code (nerdslab/gca, gca_loss_cifar.py at commit 9f3a62f) on _authors_inputs()
+# laid out as they expect (views interleaved: rows 2k, 2k+1), batch 6, epsilon 0.5, 10 iterations, lam 0.01,
+# q 0.98, relax_items 0.2, r1 1. Their diagonal mask is a float32 identity, hence agreement to ~1e-9, not 1e-15.
+AUTHORS = {"NT_Xent": 2.5484604655147005, "gca_ince": 2.5939250230812583, "gca_uot_r2_0.02": 2.5957786529440003,
+           "gca_uot_r2_1": 2.5167101677953663}
+
+
+def test_the_reference_switches_reproduce_the_authors_losses():
+    from clipwb.losses.ot import gca_loss, two_view_logits
+
+    z1, z2 = _authors_inputs()
+    s_max, pos = two_view_logits(z1, z2, eps=0.5, self_pairs="max_cost", clamp=True)
+    s_mask, _ = two_view_logits(z1, z2, eps=0.5, self_pairs="mask", clamp=True)
+    # hand-built: a self-pair costs the largest cost of the matrix, i.e. its cosine is the smallest clamped cosine
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    cos = (z @ z.T).clamp(min=1e-7)
+    assert torch.allclose(s_max.diagonal(), torch.full((12,), float(cos.min()) / 0.5, dtype=torch.float64))
+    rel = lambda a, b: abs(a - b) / abs(b)  # noqa: E731
+    assert rel(gca_loss(s_mask, pos, method="ince").item(), AUTHORS["NT_Xent"]) < 1e-12
+    assert rel(gca_loss(s_max, pos, method="gca-ince", n_iters=10, eps=0.5).item(), AUTHORS["gca_ince"]) < 1e-8
+    for r2, key in ((0.02, "gca_uot_r2_0.02"), (1.0, "gca_uot_r2_1")):
+        got = gca_loss(s_max, pos, method="gca-uot", n_iters=10, eps=0.5, rho=0.2, q=0.98, lam=0.01, r2=r2,
+                       uot_form="reference").item()
+        assert rel(got, AUTHORS[key]) < 1e-8, (key, got)
+        paper = gca_loss(s_max, pos, method="gca-uot", n_iters=10, eps=0.5, rho=0.2, q=0.98, lam=0.01, r2=r2).item()
+        assert rel(paper, AUTHORS[key]) > 1e-4  # the paper's formula is a different number, on purpose
+    with pytest.raises(ValueError, match="uot_form"):
+        gca_loss(s_max, pos, method="gca-uot", uot_form="authors")
+
+
+def test_the_authors_defaults_are_the_defaults():
+    import inspect
+
+    from clipwb.losses.ot import gca_loss
+    from clipwb.training.gca_experiment import GCAConfig
+
+    d = {k: v.default for k, v in inspect.signature(gca_loss).parameters.items()}
+    assert (d["q"], d["lam"], d["r1"], d["r2"], d["rho"], d["n_iters"]) == (0.98, 0.01, 1.0, 0.02, 0.2, 10)
+    c = GCAConfig()
+    assert (c.q, c.lam, c.r1, c.r2, c.rho, c.n_iters, c.eps) == (0.98, 0.01, 1.0, 0.02, 0.2, 10, 0.5)

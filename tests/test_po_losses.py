@@ -92,3 +92,28 @@ def test_stats_and_bad_calls():
         po_loss("ppo", pol, ref, Y_W, Y_L)
     with pytest.raises(ValueError, match="needs reference"):
         po_loss("ipo", pol, None, Y_W, Y_L)
+
+
+def test_kto_reference_point_exact_or_from_mismatched_pairs():
+    """z0 = the exact KL(pi_ref || pi_theta) on clean images (default, the official PO code) or the KTO paper's /
+    TRL's estimate of KL(pi_theta || pi_ref) from mismatched pairs, max(0, mean_i [log pi(y_{i+1}|x_i) -
+    log pi_ref(y_{i+1}|x_i)]); checked on hand-written log-probabilities."""
+    from clipwb.losses.po import kto_reference_point
+
+    pol = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]], dtype=torch.float64))
+    ref = torch.log(torch.tensor([[0.4, 0.4, 0.2], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], dtype=torch.float64))
+    y_w = torch.tensor([0, 1, 2])
+    # mismatched: x_0 with y_1's class 1, x_1 with class 2, x_2 with class 0
+    by_hand = (math.log(0.3 / 0.4) + math.log(0.3 / 0.3) + math.log(0.2 / 0.3)) / 3
+    assert by_hand < 0
+    assert kto_reference_point("mismatched", pol, ref, y_w, torch.tensor(0.7)).item() == 0.0  # clamped at 0
+    flipped = kto_reference_point("mismatched", ref, pol, y_w, torch.tensor(0.7)).item()
+    assert flipped == pytest.approx(-by_hand)
+    assert kto_reference_point("exact", pol, ref, y_w, torch.tensor(0.7)).item() == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="kto_z0"):
+        kto_reference_point("trl", pol, ref, y_w, torch.tensor(0.7))
+    # through po_loss: the two estimates give different KTO losses
+    clean = _logp(5)
+    a, _ = po_loss("kto", pol, ref, y_w, torch.tensor([1, 2, 0]), clean[:3], clean[:3] + 0.0, kto_z0="exact")
+    b, _ = po_loss("kto", ref, pol, y_w, torch.tensor([1, 2, 0]), clean[:3], clean[:3], kto_z0="mismatched")
+    assert torch.isfinite(a) and torch.isfinite(b)

@@ -76,6 +76,10 @@ def _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init
                 v = b / mtv(u)
                 v = v if kappa == 1.0 else v.pow(kappa)
             row = not row
+        if impl == "auto" and not bool((torch.isfinite(u) & (u > 0)).all() & (torch.isfinite(v) & (v > 0)).all()):
+            # the kernel was fine but the scalings left the normal range during the loop (tiny eps, or masses far
+            # from balance with rho = inf): one host read after the loop, then the log-domain path from scratch
+            return _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init, "lse")
         log_u, log_v, state = u.log() - r, v.log(), (e, u, v)
     else:
         log_u = torch.zeros_like(log_a) + u0
@@ -112,7 +116,10 @@ def sinkhorn_log(log_k: torch.Tensor, log_a: torch.Tensor | None = None, log_b: 
       POT's default solver, and a backward pass of matrix products;
     - ``"auto"`` (default): ``"scaled"`` when it is exact, i.e. the row maxima |r| and every column's
       -log max_i E_ij are within 300 (float64), or 25 and 45 (float32: cosines / eps with eps >= 0.05); else
-      ``"lse"``. The check is one host read before the loop; nothing in the loop synchronises."""
+      ``"lse"``. The check is one host read before the loop; nothing in the loop synchronises. The scalings can
+      still leave the normal range during the loop (eps 1e-5, or unbalanced masses 1 vs 50 with rho = inf, as in
+      POT's own tests): ``auto`` checks them once after the loop and then solves again on the ``lse`` path, so
+      it never returns a non-finite plan where ``lse`` gives a finite one."""
     log_u, log_v, _ = _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init, impl)
     log_p = (log_k + log_u.unsqueeze(-1)).add_(log_v.unsqueeze(-2))
     return (log_p, log_u, log_v) if return_scalings else log_p
@@ -152,9 +159,12 @@ def gca_ince_loss(s: torch.Tensor, n_iters: int = 10, rho: float | None = None, 
 def two_view_logits(z1: torch.Tensor, z2: torch.Tensor, eps: float = 0.5, self_pairs: str = "mask",
                     clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """SimCLR-style 2N x 2N similarities s = cos / eps of the views [z1; z2] and the positive of each row
-    (i <-> i + N). Self-pairs are masked with -inf (``self_pairs="mask"``, the clean choice) or, as the reference
-    code does, given the largest cost (``"max_cost"``: cos = -1); ``clamp`` clamps cosines below at 1e-7 (the
-    reference's quirk; off by default)."""
+    (i <-> i + N). Self-pairs are masked with -inf (``self_pairs="mask"``, the clean choice) or, as the authors'
+    code does (nerdslab/gca, ``compute_cost``), given the largest cost of the matrix (``"max_cost"``: the cost
+    1 - cos of a self-pair is set to max_ij (1 - cos_ij), i.e. its cosine to the smallest cosine of the matrix,
+    about an orthogonal pair, not cos = -1); ``clamp`` clamps cosines below at 1e-7 (the reference's quirk; off by
+    default). With ``clamp=True, self_pairs="max_cost"`` the matrix is the authors' -Cost / eps up to the constant
+    1 / eps, which the balanced losses (INCE, GCA-INCE, RINCE) do not see."""
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     cos = z @ z.T
     if clamp:
@@ -164,7 +174,9 @@ def two_view_logits(z1: torch.Tensor, z2: torch.Tensor, eps: float = 0.5, self_p
     if self_pairs == "mask":
         cos = cos.masked_fill(eye, float("-inf"))
     elif self_pairs == "max_cost":
-        cos = cos.masked_fill(eye, -1.0)
+        # the diagonal (cos = 1, cost 0) never holds the maximum cost, so the minimum over the whole matrix is the
+        # minimum over the other pairs (differentiable, as the authors' Cost.max())
+        cos = torch.where(eye, cos.min(), cos)
     else:
         raise ValueError(f"self_pairs must be 'mask' or 'max_cost', got {self_pairs!r}")
     n = n2 // 2
@@ -211,10 +223,13 @@ def _ce(log_p_rows: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     return -(tgt.to(log_p_rows.dtype) * safe).sum(-1).mean()
 
 
+UOT_FORMS = ("paper", "reference")
+
+
 def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gca-ince", n_iters: int = 10,
-             eps: float = 0.5, rho: float = 0.2, q: float = 0.6, lam: float = 0.01, r1: float = 1.0,
-             r2: float = 0.2, target: torch.Tensor | None = None, detach: bool = False,
-             uot_ce: str = "rows") -> torch.Tensor:
+             eps: float = 0.5, rho: float = 0.2, q: float = 0.98, lam: float = 0.01, r1: float = 1.0,
+             r2: float = 0.02, target: torch.Tensor | None = None, detach: bool = False,
+             uot_ce: str = "rows", uot_form: str = "paper") -> torch.Tensor:
     """The GCA family on a similarity matrix ``s`` (n x m, already divided by eps; -inf entries are masked):
 
     - ``ince``: cross-entropy of the row-normalised kernel (one row projection) against P_tgt;
@@ -228,6 +243,14 @@ def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gc
       the unbalanced scalings reweighting the negatives. ``uot_ce="plan"`` takes -log(n P_i+) on the raw plan,
       the spec's literal formula; with rho / (rho + eps) small the raw plan is barely normalised and -log P_i+
       tends to -s_i+ (alignment alone, no repulsion).
+    ``uot_form="reference"`` is GCA-UOT as the authors' code computes it (nerdslab/gca, ``gca_uot``): kernel
+    exp((cos - 1) / eps) (the shift by -1/eps changes an unbalanced plan; a balanced one absorbs it), ``n_iters``
+    full iterations ending with a column step, the CE on the rows of that plan, and the RINCE term
+    -(P_i+ / u_i)^q / q + (lam / u_{i+})^q / q with u from the last row step, lam without the marginal 1/n, and
+    the *partner's* u (their ``(P_tgt / u).sum(1)`` broadcasts u over columns); tested against a number their
+    code produces. ``"paper"`` (default) is the formula above.
+    Defaults are the authors' (config/simclr_cifar10.yaml): q 0.98, lam 0.01, r1 1, r2 0.02, rho 0.2, 10
+    iterations; eps 0.5.
     ``pos`` gives each row's positive column (default: the diagonal); ``target`` a full target plan instead."""
     n, m = s.shape[-2:]
     pos = torch.arange(n, device=s.device) if pos is None else pos
@@ -241,6 +264,21 @@ def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gc
         steps = 1 if method == "ince" else 2 * n_iters + 1
         log_p = sinkhorn_log(s, half_steps=steps, detach=detach) + math.log(n)
         return _ce(log_p, tgt)
+    if method == "gca-uot" and uot_form == "reference":
+        if n_iters < 1:
+            raise ValueError("uot_form='reference' needs n_iters >= 1 (full Sinkhorn iterations)")
+        k = s - 1.0 / eps  # the authors' kernel exp(-(1 - cos) / eps)
+        log_p, log_u, log_v = sinkhorn_log(k, half_steps=2 * n_iters, rho=rho, eps=eps, detach=detach,
+                                           return_scalings=True)
+        ce = _ce(log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), tgt)
+        if r2 == 0:
+            return r1 * ce
+        log_pos = k.gather(-1, pos.view(-1, 1)).squeeze(-1) + log_v[..., pos]  # log(P_i+ / u_i)
+        log_tot = math.log(lam) - log_u[..., pos]
+        ex = _rince_exp(torch.stack([q * log_pos, q * log_tot]), q, method)
+        return r1 * ce + r2 * (-ex[0] / q + ex[1] / q).mean()
+    if uot_form not in UOT_FORMS:
+        raise ValueError(f"uot_form must be one of {UOT_FORMS}, got {uot_form!r}")
     if method in ("gca-rince", "gca-uot"):
         unb = method == "gca-uot"
         log_p, log_u, _ = sinkhorn_log(s, half_steps=2 * n_iters + 1, rho=rho if unb else None, eps=eps,

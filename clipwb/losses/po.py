@@ -60,9 +60,30 @@ def ipo_loss(h: torch.Tensor, beta: float = 0.01) -> torch.Tensor:
     return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
 
 
+KTO_Z0 = ("exact", "mismatched")
+
+
+def kto_reference_point(kind: str, policy_logp: torch.Tensor, ref_logp: torch.Tensor, y_w: torch.Tensor,
+                        kl_clean: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z0 (detached), two estimates:
+
+    - ``"exact"`` (default; the official PO-for-CLIP code): the exact KL(pi_ref || pi_theta) on the batch's clean
+      images, summed over the C classes (``kl_clean``);
+    - ``"mismatched"`` (the KTO paper, Ethayarajh et al. 2024, and TRL's ``kto_loss``): an estimate of
+      KL(pi_theta || pi_ref) from mismatched pairs, z0 = max(0, mean_i [log pi_theta(y_{i+1}|x'_i) -
+      log pi_ref(y_{i+1}|x'_i)]), each typographic image paired with the preferred class of the next example of
+      the batch (TRL shifts the completions the same way)."""
+    if kind == "exact":
+        return kl_clean.detach()
+    if kind == "mismatched":
+        other = torch.roll(y_w, -1)
+        return (_pick(policy_logp, other) - _pick(ref_logp, other)).mean().clamp(min=0).detach()
+    raise ValueError(f"kto_z0 must be one of {KTO_Z0}, got {kind!r}")
+
+
 def kto_loss(r_w: torch.Tensor, r_l: torch.Tensor, z0: torch.Tensor, beta: float = 1.5) -> torch.Tensor:
     """KTO: with rewards r_w = log pi_theta(y_w|x') - log pi_ref(y_w|x'), r_l likewise, and the reference point
-    z0 (the batch KL, detached), L = mean over the 2B terms [1 - sigmoid(beta (r_w - z0))] and
+    z0 (detached; ``kto_reference_point``), L = mean over the 2B terms [1 - sigmoid(beta (r_w - z0))] and
     [1 - sigmoid(beta (z0 - r_l))]."""
     z0 = z0.detach()
     return torch.cat([1 - torch.sigmoid(beta * (r_w - z0)), 1 - torch.sigmoid(beta * (z0 - r_l))]).mean()
@@ -77,12 +98,13 @@ def po_loss(method: str, policy_logp: torch.Tensor, ref_logp: torch.Tensor | Non
             y_l: torch.Tensor, policy_logp_clean: torch.Tensor | None = None,
             ref_logp_clean: torch.Tensor | None = None, *, beta: float | None = None, lam: float = 0.0,
             label_smoothing: float = 0.0, reference_free: bool = False,
-            kl_reduce=None) -> tuple[torch.Tensor, dict]:
+            kl_reduce=None, kto_z0: str = "exact") -> tuple[torch.Tensor, dict]:
     """One method's full objective: the preference loss + lam * kl (kl on the clean images; CE has none).
 
     Returns (loss, stats) with detached stats: ``pref_acc`` (share of h > 0), ``margin`` (mean h), ``reward_w``
     / ``reward_l`` (mean beta-scaled rewards), ``kl``. ``kl_reduce`` (e.g. an all-reduce mean across processes)
-    is applied to KTO's reference point z0 so that data-parallel runs use the global batch's z0."""
+    is applied to KTO's reference point z0 so that data-parallel runs use the global batch's z0; ``kto_z0`` picks
+    how z0 is estimated (``kto_reference_point``)."""
     if method not in METHODS:
         raise ValueError(f"unknown PO method {method!r}; use one of {list(METHODS)}")
     beta = DEFAULT_BETA[method] if beta is None else beta
@@ -103,7 +125,7 @@ def po_loss(method: str, policy_logp: torch.Tensor, ref_logp: torch.Tensor | Non
         else:
             r_w = _pick(policy_logp, y_w) - _pick(ref_logp, y_w)
             r_l = _pick(policy_logp, y_l) - _pick(ref_logp, y_l)
-            z0 = kl.detach()
+            z0 = kto_reference_point(kto_z0, policy_logp, ref_logp, y_w, kl)
             if kl_reduce is not None:
                 z0 = kl_reduce(z0)
             loss = kto_loss(r_w, r_l, z0, beta)

@@ -52,11 +52,13 @@ class GCAConfig:
     eps: float = 0.5  # temperature of s = cos / eps (the reference's 0.5)
     n_iters: int = 10  # Sinkhorn iterations of the GCA methods (the reference's 10)
     rho: float = 0.2  # GCA-UOT marginal relaxation
-    q: float = 0.6
+    # RINCE-family parameters: the authors' defaults (config/simclr_cifar10.yaml: q 0.98, lam 0.01, r1 1, r2 0.02)
+    q: float = 0.98
     lam: float = 0.01
     r1: float = 1.0
-    r2: float = 0.2
+    r2: float = 0.02
     uot_ce: str = "rows"  # GCA-UOT cross-entropy on renormalised rows ("rows") or the raw plan ("plan")
+    uot_form: str = "paper"  # GCA-UOT as the paper's formula ("paper") or as the authors' code ("reference")
     noise_share: float = 0.0
     # domain/label-aware target plan (SimCLR task): alpha on same-group pairs, beta across; group "domain" is the
     # background style, "label" the object class
@@ -226,7 +228,7 @@ def batch_loss(cfg: GCAConfig, z1: torch.Tensor, z2: torch.Tensor, groups: torch
     """The configured loss on a batch: two views (SimCLR, 2N x 2N, self-pairs masked) or image-text (CLIP, N x N,
     symmetric)."""
     kw = dict(method=cfg.method, n_iters=cfg.n_iters, eps=cfg.eps, rho=cfg.rho, q=cfg.q, lam=cfg.lam, r1=cfg.r1,
-              r2=cfg.r2, uot_ce=cfg.uot_ce)
+              r2=cfg.r2, uot_ce=cfg.uot_ce, uot_form=cfg.uot_form)
     if cfg.task == "clip":
         return clip_gca_loss(z1, z2, **kw)
     s, pos = two_view_logits(z1, z2, eps=cfg.eps)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ..config import with_overrides
 from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor, template_mean
 from ..io import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
-from ..losses.po import DEFAULT_BETA, METHODS, po_loss, policy_logprobs
+from ..losses.po import DEFAULT_BETA, KTO_Z0, METHODS, po_loss, policy_logprobs
 from ..precision import Precision, check_precision, resolve_precision
 from .schedule import warmup_cosine
 
@@ -60,6 +60,7 @@ class POConfig:
     lam: float = 1.0  # weight of KL(pi_ref || pi_theta) on clean images; the reference ran 1.0 (CE: unused)
     label_smoothing: float = 0.0  # conservative DPO
     reference_free: bool = False  # DPO without the reference log-ratio
+    kto_z0: str = "exact"  # KTO's reference point: "exact" KL(pi_ref || pi_theta) on clean images, or "mismatched"
     train: str = "image"
     last_k: int = 1
     lr: float = 2e-5
@@ -101,6 +102,8 @@ class POConfig:
             raise ValueError(f"templates must be a non-empty list of prompts with a '{{}}' for the class name, e.g. "
                              f"['a photo of a {{}}.'], got {list(self.templates)!r}")
         check_precision(self.precision)
+        if self.kto_z0 not in KTO_Z0:
+            raise ValueError(f"kto_z0 must be one of {list(KTO_Z0)}, got {self.kto_z0!r}")
 
     @property
     def beta_value(self) -> float:
@@ -420,7 +423,8 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         loss, stats = po_loss(cfg.method, logp[:k], ref_typo[idx], y_w[idx], y_l[idx],
                               logp[k:] if need_clean else None, ref_clean[idx] if need_clean else None,
                               beta=cfg.beta_value, lam=cfg.lam, label_smoothing=cfg.label_smoothing,
-                              reference_free=cfg.reference_free, kl_reduce=_all_mean if dist else None)
+                              reference_free=cfg.reference_free, kl_reduce=_all_mean if dist else None,
+                              kto_z0=cfg.kto_z0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
