@@ -31,11 +31,10 @@ def robustness_grid(ns=(500, 5000), ps=(0.0, 0.5, 0.8), seeds=(0, 1, 2), heteros
                     train_n_max: int = 5000, train_steps: int = 300, progress: bool = True, **model) -> list[dict]:
     """sin Theta to U1* per (noise kind, n, p_n, seed) for MMCL in closed form, MMCL trained (CLIP loss, gradient
     descent; only for n <= ``train_n_max``), the unimodal baseline and PCA."""
-    from ..progress import tqdm
+    from ..parallel import pmap
 
-    rows = []
-    cells = [(h, n, p, s) for h in heteroskedastic for n in ns for p in ps for s in seeds]
-    for h, n, p, s in tqdm(cells, disable=not progress, desc="robustness"):
+    def cell(c):
+        h, n, p, s = c
         d = M.spiked_pairs(n, p_mismatch=p, heteroskedastic=h, seed=s, **model)
         r = d.u1.shape[1]
         row = {"heteroskedastic": h, "n": n, "p_n": p, "seed": s,
@@ -45,8 +44,10 @@ def robustness_grid(ns=(500, 5000), ps=(0.0, 0.5, 0.8), seeds=(0, 1, 2), heteros
         if n <= train_n_max:
             res = M.train_mmcl(d.x, d.y, r, steps=train_steps, seed=s, batch=None if n <= 1000 else 1000)
             row["mmcl_trained"] = M.sin_theta(M.row_space(res["g1"].numpy(), r), d.u1)
-        rows.append(row)
-    return rows
+        return row
+
+    cells = [(h, n, p, s) for h in heteroskedastic for n in ns for p in ps for s in seeds]
+    return pmap(cell, cells, progress=progress, desc="robustness")
 
 
 # -- 3: unpaired data ---------------------------------------------------------------------------------------------
@@ -111,10 +112,10 @@ def unpaired_run(n: int, ratio: int, seed: int, cfg: UnpairedConfig = UnpairedCo
 
 def unpaired_grid(ns=(100, 200, 500), ratios=(0, 3, 6, 9, 12, 15), seeds=(0, 1, 2),
                   cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, **model) -> list[dict]:
-    from ..progress import tqdm
+    from ..parallel import pmap
 
     cells = [(n, k, s) for n in ns for k in ratios for s in seeds]
-    return [unpaired_run(n, k, s, cfg, **model) for n, k, s in tqdm(cells, disable=not progress, desc="unpaired")]
+    return pmap(lambda c: unpaired_run(*c, cfg, **model), cells, progress=progress, desc="unpaired")
 
 
 def algorithm3_run(n: int, ratio: int, seed: int, rounds: int = 3, n_val: int = 200, accept: float = 1.1,
@@ -129,6 +130,17 @@ def algorithm3_run(n: int, ratio: int, seed: int, rounds: int = 3, n_val: int = 
     st = M.sin_theta(M.row_space(out["g1"].numpy(), d.u1.shape[1]), d.u1)
     return {"n": n, "N_over_n": ratio, "seed": seed, "sin_theta": st, "rounds": out["rounds"],
             "accepted_rounds": sum(r["accepted"] for r in out["rounds"][1:])}
+
+
+def algorithm3_grid(ns=(100, 500), ratios=(3, 15), seeds=(0, 1, 2), accepts=(1.1, 1.0), rounds: int = 3,
+                    cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, **model) -> list[dict]:
+    """``algorithm3_run`` for every (acceptance factor, n, N/n, seed), in parallel processes."""
+    from ..parallel import pmap
+
+    cells = [(a, n, k, s) for a in accepts for n in ns for k in ratios for s in seeds]
+    return pmap(lambda c: {"accept": c[0], **algorithm3_run(c[1], c[2], c[3], rounds=rounds, accept=c[0], cfg=cfg,
+                                                            **model)},
+                cells, progress=progress, desc="algorithm 3")
 
 
 def summarise_grid(rows: list[dict], keys=("initial", "control", "unpaired", "unpaired_minibatch", "oracle",

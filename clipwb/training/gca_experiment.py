@@ -406,28 +406,29 @@ PAPER_HEADLINES = {
 
 def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares=(0.0, 0.3), seeds=(0, 1),
                 cache_dir=None, progress: bool = True) -> list[dict]:
-    """Every (method, noise share, seed) run of ``base``'s task."""
-    from ..progress import tqdm
-
+    """Every (method, noise share, seed) run of ``base``'s task (in parallel processes: ``clipwb.parallel``)."""
     cfgs = [with_overrides(base, method=m, noise_share=p, seed=s) for p in noise_shares for m in methods
             for s in seeds]
-    return [run_cached(c, data, cache_dir, progress=False)
-            for c in tqdm(cfgs, disable=not progress, desc=f"{base.task} grid")]
+    return _runs(cfgs, data, cache_dir, progress, f"{base.task} grid")
+
+
+def _runs(cfgs: list[GCAConfig], data: ObjectData, cache_dir, progress: bool, desc: str) -> list[dict]:
+    from ..parallel import pmap
+
+    return pmap(lambda c: run_cached(c, data, cache_dir, progress=False), cfgs, progress=progress, desc=desc)
 
 
 def ablation(base: GCAConfig, data: ObjectData, iters=(1, 3, 10), eps=(0.2, 0.5, 1.0), cache_dir=None,
              progress: bool = True) -> dict:
     """GCA-INCE over Sinkhorn iterations (0 = INCE) and over eps, one seed."""
-    from ..progress import tqdm
-
     b = with_overrides(base, method="gca-ince")
     runs = [("iters", 0, with_overrides(base, method="ince"))] + [("iters", k, with_overrides(b, n_iters=k))
                                                                    for k in iters]
     runs += [("eps", e, with_overrides(b, eps=e)) for e in eps]
     out: dict = {"iters": [], "eps": []}
-    for kind, val, c in tqdm(runs, disable=not progress, desc="ablations"):
-        out[kind].append({kind: val, **{k: v for k, v in run_cached(c, data, cache_dir, False).items()
-                                        if k in SUMMARY_KEYS}})
+    results = _runs([c for _, _, c in runs], data, cache_dir, progress, "ablations")
+    for (kind, val, _), res in zip(runs, results):
+        out[kind].append({kind: val, **{k: v for k, v in res.items() if k in SUMMARY_KEYS}})
     return out
 
 
@@ -435,15 +436,11 @@ def domain_sweep(base: GCAConfig, data: ObjectData, diffs=(-0.5, -0.25, 0.0, 0.2
                  progress: bool = True) -> list[dict]:
     """GCA-INCE with the domain-aware target plan: alpha - beta = d (alpha = max(d, 0), beta = max(-d, 0)) on
     same-background vs cross-background pairs; class and domain linear-probe accuracy per d."""
-    from ..progress import tqdm
-
-    rows = []
-    for d in tqdm(diffs, disable=not progress, desc="alpha - beta"):
-        c = with_overrides(base, method="gca-ince", group="domain", alpha=max(d, 0.0), beta=max(-d, 0.0))
-        r = run_cached(c, data, cache_dir, False)
-        rows.append({"alpha_minus_beta": d, "alpha": c.alpha, "beta": c.beta,
-                     **{k: v for k, v in r.items() if k in SUMMARY_KEYS}})
-    return rows
+    cfgs = [with_overrides(base, method="gca-ince", group="domain", alpha=max(d, 0.0), beta=max(-d, 0.0))
+            for d in diffs]
+    return [{"alpha_minus_beta": d, "alpha": c.alpha, "beta": c.beta,
+             **{k: v for k, v in r.items() if k in SUMMARY_KEYS}}
+            for d, c, r in zip(diffs, cfgs, _runs(cfgs, data, cache_dir, progress, "alpha - beta"))]
 
 
 def by_setting(summary: list[dict]) -> dict:
