@@ -131,7 +131,8 @@ def _cpu_choice(cache: str | None) -> Precision:
     if not isinstance(known, dict):
         known = {}
     if key not in known:
-        known[key] = measure_cpu_variants(bf16=info["bf16_native"])
+        with torch.random.fork_rng(devices=[]):  # the measurement must not move the caller's seeded RNG
+            known[key] = measure_cpu_variants(bf16=info["bf16_native"])
         from .io import atomic_write_text
 
         try:

@@ -91,3 +91,13 @@ def test_metrics_and_po_runs_record_the_precision(tmp_path, tiny):
 def test_cuda_gets_bf16_where_supported():
     p = P.resolve_precision("auto", "cuda")
     assert p.name == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
+def test_measuring_leaves_the_callers_random_state_alone(tmp_path):
+    P._cpu_choice.cache_clear()
+    torch.manual_seed(7)
+    expect = torch.rand(3)
+    torch.manual_seed(7)
+    P.resolve_precision("auto", "cpu", cache=tmp_path)  # measures: no cache file yet
+    assert (tmp_path / "precision.json").is_file() and torch.equal(torch.rand(3), expect)
+    P._cpu_choice.cache_clear()
