@@ -125,7 +125,7 @@ def test_resume_after_interruption_gives_the_same_weights(tiny, small, tmp_path)
     assert [r["loss"] for r in res.log] == [r["loss"] for r in ref.log]
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert len(log) == res.steps == 8 and (tmp_path / "run" / "log.csv").read_text().count("\n") == 9
-    with pytest.raises(ValueError, match="another model"):
+    with pytest.raises(ValueError, match=r"written by a different run \(epochs=2 -> 3"):
         train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(epochs=3, checkpoint_every=3),
                  out_dir=tmp_path / "run", resume=True, progress=False)
 

@@ -32,7 +32,8 @@ def test_runner_executes_in_order_and_a_failure_keeps_earlier_reports(tmp_path):
     for f in ["00_first.ipynb", "00_first.html", "metrics/00_first.json", "figures/00_line.png",
               "01_second.html", "README.md"]:
         assert (out / f).is_file(), f
-    assert json.loads((out / "metrics/01_second.json").read_text()) == {"profile": "quick", "value": 0.5}
+    second = json.loads((out / "metrics/01_second.json").read_text())
+    assert second.pop("machine")["precision"] in ("fp32", "bf16") and second == {"profile": "quick", "value": 0.5}
     assert "| value | 0.500 |" in (out / "README.md").read_text()
     before = (out / "metrics/01_second.json").read_text()
 
@@ -60,7 +61,8 @@ def test_metrics_are_written_atomically_as_json(tmp_path):
 
     write_metrics(tmp_path, "00_x", {"a": np.float32(0.25), "b": float("nan"), "c": np.arange(2)})
     data = json.loads((tmp_path / "metrics/00_x.json").read_text())
-    assert data == {"a": 0.25, "b": None, "c": [0, 1]}
+    machine = data.pop("machine")  # what precision and machine made the numbers
+    assert data == {"a": 0.25, "b": None, "c": [0, 1]} and {"precision", "cpu", "torch"} <= set(machine)
     assert not [p for p in (tmp_path / "metrics").iterdir() if p.suffix == ".tmp"]
     write_summary(tmp_path)
     assert "## 00_x" in (tmp_path / "README.md").read_text()
