@@ -111,3 +111,42 @@ def test_bad_pools_and_attack_splits():
         split_attacks(tuple("abcdefgh"), word_frac=0.05)
     with pytest.raises(FileNotFoundError):
         split_attacks(tuple("abcdefgh"), heldout_fonts=("/no/font.ttf",))
+
+
+@pytest.mark.parametrize("style", ["plain", "note"])
+def test_attack_and_control_pair_differ_only_in_the_word(style):
+    from clipwb.data.typographic import control_words_for
+
+    img = _img(96)
+    cfg = TypoRenderConfig(style=style, placement="object")
+    for v in range(8):
+        out, ctrl, rec = make_attack(img, 1, CLASSES, seed=3, image_id=5, variant=v, cfg=cfg,
+                                     control_words=control_words_for(CLASSES))
+        assert rec["control_text"] not in CLASSES and rec["text"] in CLASSES
+        assert np.array_equal(np.asarray(draw_from_record(img, rec)), np.asarray(out))
+        crec = {**rec, "text": rec["control_text"], "text_x": rec["control_x"], "text_y": rec["control_y"]}
+        assert np.array_equal(np.asarray(draw_from_record(img, crec)), np.asarray(ctrl))
+        diff = (np.asarray(out, dtype=int) != np.asarray(ctrl, dtype=int)).any(-1)
+        block = np.zeros_like(diff)
+        block[rec["block_y"]:rec["block_y"] + rec["block_h"] + 1, rec["block_x"]:rec["block_x"] + rec["block_w"] + 1] = True
+        assert diff.any() and not (diff & ~block).any()
+
+
+def test_note_style_is_deterministic_and_puts_the_word_on_a_paper_patch():
+    from clipwb.world.text import NOTE_INKS, NOTE_PAPERS
+
+    img = Image.new("RGB", (96, 96), (0, 0, 0))
+    cfg = TypoRenderConfig(style="note")
+    a, ra = make_attack(img, 0, CLASSES, seed=0, image_id="x", variant=0, cfg=cfg)
+    b, rb = make_attack(img, 0, CLASSES, seed=0, image_id="x", variant=0, cfg=cfg)
+    assert a.tobytes() == b.tobytes() and ra == rb
+    assert ra["text_style"] == "note" and ra["text_fill"] in NOTE_INKS and ra["text_stroke"] in NOTE_PAPERS
+    arr = np.asarray(a)
+    patch = arr[ra["block_y"] + 1:ra["block_y"] + ra["block_h"] - 1, ra["block_x"] + 1:ra["block_x"] + ra["block_w"] - 1]
+    paper = np.array(NOTE_PAPERS[ra["text_stroke"]])
+    # most of the patch is paper, the rest is ink; nothing is drawn outside the block
+    assert (patch == paper).all(-1).mean() > 0.5
+    outside = np.ones(arr.shape[:2], bool)
+    outside[ra["block_y"]:ra["block_y"] + ra["block_h"], ra["block_x"]:ra["block_x"] + ra["block_w"]] = False
+    assert (arr[outside] == 0).all()
+    assert np.array_equal(np.asarray(draw_from_record(img, ra)), arr)

@@ -76,16 +76,43 @@ def test_written_word_manifest_matches_image():
         assert diff.any() and not (diff & ~box).any()
 
 
-def test_control_word_is_no_class_name_and_drawn_like_the_attack():
+@pytest.mark.parametrize("attack", ["typographic", "typographic_note"])
+@pytest.mark.parametrize("placement", ["anywhere", "object"])
+def test_control_differs_from_the_attack_only_in_the_word(attack, placement):
+    """Same object, font, size, colours, text block and centre; only the word differs, and outside the word's
+    block the two images are identical."""
     from clipwb.world import OTHER_WORDS
+    from clipwb.world.generator import CONTROL_OF
 
-    w = World()
-    for i in range(40):
-        _, rt = w.sample(i, "test", "typographic")
-        _, rc = w.sample(i, "test", "object_other_text")
+    w = World(text_placement=placement)
+    for i in range(30):
+        it, rt = w.sample(i, "test", attack)
+        ic, rc = w.sample(i, "test", CONTROL_OF[attack])
         assert rc["text"] in OTHER_WORDS and rc["text"] not in OBJECT_CLASSES and rc["written_label"] == -1
-        assert (rc["text_font"], rc["text_fill"], rc["text_stroke"]) == (rt["text_font"], rt["text_fill"],
-                                                                        rt["text_stroke"])
+        assert rt["text"] in OBJECT_CLASSES and rt["text"] != rt["class_name"]
+        same = ("label", "color", "x", "y", "size", "rotation", "text_font", "text_size", "text_fill", "text_stroke",
+                "text_style", "block_x", "block_y", "block_w", "block_h")
+        assert {k: rt[k] for k in same} == {k: rc[k] for k in same}
+        # both words are centred in the same block (to the pixel, up to rounding)
+        for r in (rt, rc):
+            assert abs((r["text_x"] + r["text_w"] / 2) - (r["block_x"] + r["block_w"] / 2)) <= 1
+        a, c = np.asarray(it, dtype=int), np.asarray(ic, dtype=int)
+        diff = (a != c).any(-1)
+        block = np.zeros_like(diff)
+        block[rt["block_y"]:rt["block_y"] + rt["block_h"] + 1, rt["block_x"]:rt["block_x"] + rt["block_w"] + 1] = True
+        assert diff.any() and not (diff & ~block).any()
+
+
+def test_text_on_the_object_sits_inside_the_object_box():
+    w = World(text_placement="object")
+    S = w.config.image_size
+    for i in range(40):
+        _, r = w.sample(i, "test", "typographic")
+        cx, cy = r["block_x"] + r["block_w"] / 2, r["block_y"] + r["block_h"] / 2
+        half = r["size"] * S
+        # the centre is in the object's box, unless the block would leave the image there (then clipped inward)
+        assert r["x"] * S - half - 1 <= cx <= r["x"] * S + half + 1 or not (r["block_w"] / 2 <= r["x"] * S <= S - r["block_w"] / 2)
+        assert r["y"] * S - half - 1 <= cy <= r["y"] * S + half + 1 or not (r["block_h"] / 2 <= r["y"] * S <= S - r["block_h"] / 2)
 
 
 def test_eval_splits_are_balanced_and_train_is_biased():

@@ -26,11 +26,12 @@ from PIL import Image
 from ..config import config_hash
 from ..io import atomic_write, atomic_write_text
 from ..world.text import check_glyphs
-from .typographic import TypoRenderConfig, check_classes, check_pool, make_attack
+from .typographic import TypoRenderConfig, check_classes, check_pool, control_words_for, make_attack
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MANIFEST_FIELDS = ("file", "source", "image_id", "variant", "true_label", "written_label", "text", "text_font",
-                   "text_size", "text_fill", "text_stroke", "text_x", "text_y", "text_w", "text_h", "seed")
+                   "text_size", "text_fill", "text_stroke", "text_x", "text_y", "text_w", "text_h", "seed",
+                   "text_style", "block_x", "block_y", "block_w", "block_h", "control_file", "control_text")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class TypoBuildConfig:
     chunk: int = 256  # source images per resumable chunk
     render: TypoRenderConfig = field(default_factory=TypoRenderConfig)
     written_classes: tuple[str, ...] | None = None  # names that may be written (held-out words); None: all
+    # also write each variant's control image: a non-class word drawn exactly as the attack's class name
+    control: bool = True
 
     def written_pool(self, classes) -> tuple[int, ...] | None:
         if self.written_classes is None:
@@ -105,6 +108,7 @@ class SourceItem:
     label: int
     source: str  # a file path, or "world:<split>:<index>"
     _image: Image.Image | None = None
+    box: tuple[float, float, float, float] | None = None  # the object's box in pixels, when known (world)
 
     def load(self) -> Image.Image:
         if self._image is not None:
@@ -138,8 +142,14 @@ def world_source(world, n: int, split: str = "train", start: int = 0,
                  progress: bool = False) -> tuple[list[SourceItem], tuple[str, ...]]:
     """``n`` object images of the world's ``split`` (indices ``start``..``start+n-1``) as build sources."""
     batch = world.generate(n, split, "object", start=start, progress=progress)
+    S = world.config.image_size
+
+    def box(r):
+        h = r["size"] * S
+        return (r["x"] * S - h, r["y"] * S - h, r["x"] * S + h, r["y"] * S + h)
+
     items = [SourceItem(f"world-{split}-{r['index']}", r["label"], f"world:{split}:{r['index']}",
-                        Image.fromarray(img)) for img, r in zip(batch.images, batch.records)]
+                        Image.fromarray(img), box(r)) for img, r in zip(batch.images, batch.records)]
     return items, tuple(world.classes)
 
 
@@ -218,6 +228,7 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
     if not items:
         raise ValueError("no source images to build from: check the source (an empty folder, or n = 0?)")
     pool = cfg.written_pool(classes)
+    controls = control_words_for(classes) if cfg.control else None
     check_glyphs([classes[i] for i in (pool if pool is not None else range(len(classes)))], cfg.render.fonts)
     out_dir = Path(out_dir)
     key = config_hash(dataclasses.asdict(cfg), list(classes), [it.identity() for it in items])
@@ -246,16 +257,24 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
         rows, skipped = [], []
         for it in chunk:
             try:
-                img = _fit(it.load(), cfg.image_size)
+                src = it.load()
+                img = _fit(src, cfg.image_size)
             except Exception as e:  # noqa: BLE001 - any unreadable image is skipped and reported
                 skipped.append(f"{it.source}: {type(e).__name__}")
                 continue
+            # the object's box follows the resize (world sources are square: no crop offset)
+            box = tuple(b * img.size[0] / src.size[0] for b in it.box) if it.box is not None else None
             for v in range(cfg.k):
-                out, rec = make_attack(img, it.label, classes, seed=cfg.seed, image_id=it.image_id, variant=v,
-                                       cfg=cfg.render, written_pool=pool)
+                made = make_attack(img, it.label, classes, seed=cfg.seed, image_id=it.image_id, variant=v,
+                                   cfg=cfg.render, written_pool=pool, box=box, control_words=controls)
+                out, rec = made[0], made[-1]
                 fname = f"images/{_safe(it.image_id)}_v{v}.png"
                 _save_png(out, out_dir / fname)
-                rows.append({"file": fname, "source": it.source, **{k: rec[k] for k in MANIFEST_FIELDS[2:]}})
+                if cfg.control:
+                    rec["control_file"] = f"images/{_safe(it.image_id)}_v{v}_ctrl.png"
+                    _save_png(made[1], out_dir / rec["control_file"])
+                rows.append({"file": fname, "source": it.source,
+                             **{k: rec.get(k, "") for k in MANIFEST_FIELDS[2:]}})
         atomic_write_text(part, json.dumps({"rows": rows, "skipped": skipped}))
     rows, skipped = [], []
     for c in range(len(chunks)):
@@ -339,15 +358,19 @@ class TypographicDataset:
         builds with ``image_size`` set)."""
         from ..progress import tqdm
 
-        clean_by_source, clean, typo = {}, [], []
+        clean_by_source, clean, typo, control = {}, [], [], []
+        has_control = all(r.get("control_file") for r in self.rows)
         for row in tqdm(self.rows, disable=not progress, desc="loading typographic set"):
             if row["source"] not in clean_by_source:
                 clean_by_source[row["source"]] = np.asarray(self.clean_image(row))
             clean.append(clean_by_source[row["source"]])
             typo.append(np.asarray(Image.open(self.out_dir / row["file"]).convert("RGB")))
-        if len({a.shape for a in clean + typo}) > 1:
+            if has_control:
+                control.append(np.asarray(Image.open(self.out_dir / row["control_file"]).convert("RGB")))
+        if len({a.shape for a in clean + typo + control}) > 1:
             raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to stack them")
-        return {"clean": np.stack(clean), "typo": np.stack(typo),
+        extra = {"control": np.stack(control)} if has_control else {}
+        return {"clean": np.stack(clean), "typo": np.stack(typo), **extra,
                 "true": np.array([int(r["true_label"]) for r in self.rows]),
                 "written": np.array([int(r["written_label"]) for r in self.rows]),
                 "source": [r["source"] for r in self.rows]}

@@ -3,7 +3,12 @@
 - ``train``: attacks on training source images, written with the training fonts and words;
 - ``test``: attacks on held-out source images (no source image shared with ``train``), same fonts and words;
 - ``test_heldout``: the same held-out source images attacked with fonts and words never used in ``train``
-  (``split_attacks``), to measure whether a defence generalises to unseen attacks.
+  (``split_attacks``), to measure whether a defence generalises to unseen attacks;
+- ``test_note``: the same held-out source images with the training words written as a note (dark ink on a light
+  paper patch, as the handwritten notes of RTA-100), a style never used in training attacks.
+
+Every variant also has a control image: a word that is no class name, drawn exactly as the attack's class name
+(same font, size, colours and centre), so that "what reading costs" is separated from "what text costs".
 
 Sources are the embedded world (its ``train`` and ``test`` splits, disjoint by construction) or an image folder
 (split by source image with ``split_items``). Builds are cached under ``<root>/<name>-<hash>``; a finished build
@@ -19,7 +24,7 @@ from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typograph
                        split_items, world_source)
 from .typographic import REFERENCE_SIZE_FRAC, TYPO_FONTS, TypoRenderConfig, split_attacks
 
-SET_NAMES = ("train", "test", "test_heldout")
+SET_NAMES = ("train", "test", "test_heldout", "test_note")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class AttackSetsConfig:
     size_frac: tuple[float, float] | None = None  # None: the world's text scale (world) or the reference recipe
     image_size: int | None = None  # folder sources: resize + centre crop side (None keeps sizes)
     fonts: tuple[str, ...] = TYPO_FONTS
+    placement: str | None = None  # None: the world's text_placement (world), "anywhere" (folders)
+    control: bool = True  # write a control image (non-class word) per variant
+    note: bool = True  # build the note-style held-out set ``test_note``
 
     def __post_init__(self):
         for name in ("k", "k_test"):
@@ -70,19 +78,22 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
         raise ValueError(f"{len(shared)} source images are in both the training and held-out items, e.g. "
                          f"{sorted(shared)[:2]}: split by source first (split_items)")
     size_frac = cfg.size_frac or (world.config.text_size if world is not None else REFERENCE_SIZE_FRAC)
+    placement = cfg.placement or (world.config.text_placement if world is not None else "anywhere")
     sp = split_attacks(classes, fonts=cfg.fonts, word_frac=cfg.word_frac, seed=cfg.seed)
     words = lambda idx: tuple(classes[i] for i in idx)  # noqa: E731
+
+    def plan(items, k, seed, fonts, written, style="plain"):
+        render = TypoRenderConfig(fonts=fonts, size_frac=size_frac, style=style, placement=placement)
+        return items, TypoBuildConfig(k=k, seed=seed, image_size=cfg.image_size, render=render,
+                                      written_classes=words(written), control=cfg.control)
+
     plans = {
-        "train": (train_items, TypoBuildConfig(k=cfg.k, seed=cfg.seed, image_size=cfg.image_size,
-                                               render=TypoRenderConfig(fonts=sp.train_fonts, size_frac=size_frac),
-                                               written_classes=words(sp.train_words))),
-        "test": (test_items, TypoBuildConfig(k=cfg.k_test, seed=cfg.seed + 1, image_size=cfg.image_size,
-                                             render=TypoRenderConfig(fonts=sp.train_fonts, size_frac=size_frac),
-                                             written_classes=words(sp.train_words))),
-        "test_heldout": (test_items, TypoBuildConfig(k=cfg.k_test, seed=cfg.seed + 2, image_size=cfg.image_size,
-                                                     render=TypoRenderConfig(fonts=sp.test_fonts, size_frac=size_frac),
-                                                     written_classes=words(sp.test_words))),
+        "train": plan(train_items, cfg.k, cfg.seed, sp.train_fonts, sp.train_words),
+        "test": plan(test_items, cfg.k_test, cfg.seed + 1, sp.train_fonts, sp.train_words),
+        "test_heldout": plan(test_items, cfg.k_test, cfg.seed + 2, sp.test_fonts, sp.test_words),
     }
+    if cfg.note:
+        plans["test_note"] = plan(test_items, cfg.k_test, cfg.seed + 3, sp.train_fonts, sp.train_words, "note")
     out = {}
     for name, (items, bcfg) in plans.items():
         key = config_hash(bcfg, list(classes), [it.identity() for it in items])

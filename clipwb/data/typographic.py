@@ -20,12 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..world.text import TEXT_COLORS, font_path, load_font, render_text, split_lines
+from ..world.text import (NOTE_INKS, NOTE_PAPERS, STYLES, TEXT_COLORS, _int_box, font_path, load_font, render_text,
+                          split_lines)
 
 REFERENCE_SIZE_FRAC = (20 / 224, 40 / 224)  # randint(20, 40) pt on 224 px images
 TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 # slanted faces: in neither the world's pretraining fonts nor TYPO_FONTS, the default held-out attack fonts
 HELDOUT_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Oblique.ttf")
+# control words: written exactly as an attack writes a class name, but no class name (what text costs by itself)
+CONTROL_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
+                 "stop", "news", "gift", "zone")
+PLACEMENTS = ("anywhere", "object")
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,17 @@ class TypoRenderConfig:
     size_frac: tuple[float, float] = REFERENCE_SIZE_FRAC
     min_size_px: int = 6
     colors: tuple[str, ...] = tuple(TEXT_COLORS)
+    # "plain": coloured letters with a stroke (the reference recipe); "note": ink on a paper patch (RTA-100 style)
+    style: str = "plain"
+    # "anywhere": uniform top-left corner (the reference recipe); "object": the text's centre in the object's box
+    # (world sources know it; for image files the central half of the image, where photos put their object)
+    placement: str = "anywhere"
 
     def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if not self.fonts:
             raise ValueError("fonts is empty: give at least one DejaVu name or .ttf path")
         for f in self.fonts:
@@ -83,14 +97,29 @@ def check_pool(pool: Sequence[int] | None, n_classes: int) -> tuple[int, ...] | 
     return tuple(sorted(pool))
 
 
+def control_words_for(classes) -> tuple[str, ...]:
+    """CONTROL_WORDS minus any class name (case-insensitive): words that name no class of this class list."""
+    names = {str(c).lower() for c in classes}
+    words = tuple(w for w in CONTROL_WORDS if w not in names)
+    if len(words) < 2:
+        raise ValueError("the class list contains nearly all control words: pass control_words explicitly")
+    return words
+
+
 def make_attack(img: Image.Image, true_label: int, classes, *, seed: int, image_id: str | int, variant: int,
-                cfg: TypoRenderConfig | None = None,
-                written_pool: Sequence[int] | None = None) -> tuple[Image.Image, dict]:
+                cfg: TypoRenderConfig | None = None, written_pool: Sequence[int] | None = None,
+                box: tuple[float, float, float, float] | None = None,
+                control_words: Sequence[str] | None = None):
     """A copy of ``img`` (RGB) with a class name other than ``classes[true_label]`` written on it, and the record
     of every choice (written label, font, size, colours, position, seed, image id, variant).
 
     The written class is uniform over the other classes, or over ``written_pool`` (class indices) minus the true
-    class when a pool is given (held-out words)."""
+    class when a pool is given (held-out words). ``box`` (x0, y0, x1, y1) is the object's box for
+    ``cfg.placement == "object"`` (default: the central half of the image).
+
+    With ``control_words``, returns ``(attack, control, record)``: the control is the same image with a word of
+    ``control_words`` (no class name) in place of the class name, drawn from the same generator state with the
+    same font, size, colours and centre (``record["control_text"]`` names it)."""
     cfg = cfg or TypoRenderConfig()
     classes = check_classes(classes)
     if not 0 <= true_label < len(classes):
@@ -103,12 +132,32 @@ def make_attack(img: Image.Image, true_label: int, classes, *, seed: int, image_
     else:
         candidates = [c for c in pool if c != true_label]
         written = candidates[int(rng.integers(len(candidates)))]
-    out = img.convert("RGB").copy()
-    rec = render_text(out, str(classes[written]), rng, fonts=cfg.fonts, size_frac=cfg.size_frac,
-                      min_size_px=cfg.min_size_px, colors=cfg.colors)
+    word = str(classes[written])
+    control = None
+    if control_words is not None:
+        control = str(control_words[int(rng.integers(len(control_words)))])
+        if control in classes:
+            raise ValueError(f"control word {control!r} is a class name: control words must name no class")
+    rgb = img.convert("RGB")
+    center_box = None
+    if cfg.placement == "object":
+        W, H = rgb.size
+        center_box = box if box is not None else (W / 4, H / 4, 3 * W / 4, 3 * H / 4)
+    kw = dict(fonts=cfg.fonts, size_frac=cfg.size_frac, min_size_px=cfg.min_size_px, colors=cfg.colors,
+              fit_texts=(word, control) if control else (), center_box=center_box, style=cfg.style)
+    state = rng.bit_generator.state
+    out = rgb.copy()
+    rec = render_text(out, word, rng, **kw)
     rec.update(true_label=int(true_label), written_label=int(written), seed=int(seed), image_id=str(image_id),
                variant=int(variant), text_font_path=font_path(rec_font(rec, cfg)))
-    return out, rec
+    if control is None:
+        return out, rec
+    rng.bit_generator.state = state
+    ctrl = rgb.copy()
+    crec = render_text(ctrl, control, rng, **kw)
+    rec.update(control_text=control, control_x=crec["text_x"], control_y=crec["text_y"], control_w=crec["text_w"],
+               control_h=crec["text_h"])
+    return out, ctrl, rec
 
 
 def rec_font(rec: dict, cfg: TypoRenderConfig) -> str:
@@ -126,9 +175,18 @@ def draw_from_record(img: Image.Image, rec: dict) -> Image.Image:
     draw = ImageDraw.Draw(out)
     f = load_font(font_path(rec.get("text_font_path") or rec["text_font"]), int(rec["text_size"]))
     body = split_lines(rec["text"])
-    x0, y0, _, _ = draw.multiline_textbbox((0, 0), body, font=f, stroke_width=1, align="center")
-    draw.multiline_text((int(rec["text_x"]) - x0, int(rec["text_y"]) - y0), body, font=f, fill=TEXT_COLORS[rec["text_fill"]],
-                        stroke_width=1, stroke_fill=TEXT_COLORS[rec["text_stroke"]], align="center")
+    note = rec.get("text_style", "plain") == "note"
+    sw = 0 if note else 1
+    x0, y0, _, _ = _int_box(draw.multiline_textbbox((0, 0), body, font=f, stroke_width=sw, align="center"))
+    if note:
+        bx, by, bw, bh = (int(rec[k]) for k in ("block_x", "block_y", "block_w", "block_h"))
+        paper = NOTE_PAPERS[rec["text_stroke"]]
+        draw.rectangle((bx, by, bx + bw - 1, by + bh - 1), fill=paper, outline=tuple(int(c * 0.75) for c in paper))
+        fill, stroke = NOTE_INKS[rec["text_fill"]], None
+    else:
+        fill, stroke = TEXT_COLORS[rec["text_fill"]], TEXT_COLORS[rec["text_stroke"]]
+    draw.multiline_text((int(rec["text_x"]) - x0, int(rec["text_y"]) - y0), body, font=f, fill=fill,
+                        stroke_width=sw, stroke_fill=stroke, align="center")
     return out
 
 

@@ -40,20 +40,45 @@ def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=
         return float(kl_ref_policy(logp(ref_model), logp(model)))
 
 
+FAMILIES = {"test": "", "test_heldout": "_heldout", "test_note": "_note"}  # set -> metric-name suffix
+
+
 def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES) -> dict:
-    """The PO evaluation of one model on the standard sets (``sets["test"]`` and ``sets["test_heldout"]``, arrays
-    as from ``TypographicDataset.arrays``): clean_top1, typo_top1, attack_success, typo_heldout_top1,
-    attack_success_heldout and, given the reference, kl_drift on the clean held-out images."""
+    """The PO evaluation of one model on the standard held-out sets (arrays as from ``TypographicDataset.arrays``):
+    clean_top1 (``test``'s clean images), then per attack family present (``test``, ``test_heldout``,
+    ``test_note`` -> suffix "", "_heldout", "_note"): typo_top1<suffix>, attack_success<suffix> and, where the set
+    has control images, control_top1<suffix> (a non-class word written the same way); given the reference,
+    kl_drift on the clean held-out images."""
     te = sets["test"]
-    m = typographic_metrics(model, tokenizer, classes, te["typo"], te["true"], te["written"], clean=te["clean"],
-                            templates=templates)
-    out = {"clean_top1": m["clean_top1"], "typo_top1": m["typo_top1"], "attack_success": m["attack_success_rate"]}
-    if "test_heldout" in sets:
-        h = sets["test_heldout"]
-        mh = typographic_metrics(model, tokenizer, classes, h["typo"], h["true"], h["written"], templates=templates)
-        out.update(typo_heldout_top1=mh["typo_top1"], attack_success_heldout=mh["attack_success_rate"])
+    out = {"clean_top1": top1(zero_shot_logits(model, tokenizer, te["clean"], classes, templates), te["true"])}
+    for name, sfx in FAMILIES.items():
+        if name not in sets:
+            continue
+        s = sets[name]
+        m = typographic_metrics(model, tokenizer, classes, s["typo"], s["true"], s["written"], templates=templates)
+        out[f"typo{sfx}_top1"] = m["typo_top1"]
+        out[f"attack_success{sfx}"] = m["attack_success_rate"]
+        if "control" in s:
+            out[f"control{sfx}_top1"] = top1(zero_shot_logits(model, tokenizer, s["control"], classes, templates),
+                                              s["true"])
     if ref_model is not None:
         out["kl_drift"] = kl_drift(model, ref_model, tokenizer, classes, te["clean"], templates)
+    return out
+
+
+def recovery(after: dict, before: dict) -> dict:
+    """The share of the reading damage a defence undoes, per attack family (issue 13):
+    recovery<suffix> = (typo_top1 after - typo_top1 before) / (control_top1 before - typo_top1 before), where
+    "before" is the pretrained model and its control top-1 (a non-class word written the same way) is what the
+    attacked images would score if the written class name cost no more than any text. 1 = all the damage undone,
+    0 = none, < 0 = worse; NaN where the family has no control or no damage to undo."""
+    out = {}
+    for sfx in FAMILIES.values():
+        t_b, c_b, t_a = before.get(f"typo{sfx}_top1"), before.get(f"control{sfx}_top1"), after.get(f"typo{sfx}_top1")
+        if t_b is None or c_b is None or t_a is None:
+            continue
+        gap = c_b - t_b
+        out[f"recovery{sfx}"] = float((t_a - t_b) / gap) if gap > 1e-9 else float("nan")
     return out
 
 

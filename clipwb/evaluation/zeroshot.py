@@ -111,7 +111,9 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
 
     Returns fractions in [0, 1]: zero_shot_clean_top1 (objects), zero_shot_typo_top1 (a different class
     name written on the same objects; top-1 against the true class), attack_success (share predicted as the
-    written word), zero_shot_control_top1 (a non-class word written the same way: occlusion alone), text_read_top1 (a word alone, predicted as that word's class), gender_top1 and
+    written word), zero_shot_control_top1 (a non-class word written the same way: the cost of text that is no
+    class name), the same three for the note-style attack (zero_shot_note_top1, note_attack_success,
+    zero_shot_note_control_top1: the word on a paper patch), text_read_top1 (a word alone, predicted as that word's class), gender_top1 and
     occupation_top1 (portraits, balanced cells), plus the predictions for confusion matrices.
     """
     t0 = time.time()
@@ -119,6 +121,8 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     clean = world.generate(n, split, "object")
     typo = world.generate(n, split, "typographic")
     ctrl = world.generate(n, split, "object_other_text")
+    note = world.generate(n, split, "typographic_note")
+    note_ctrl = world.generate(n, split, "object_other_note")
     text = world.generate(max(n // 2, 16), split, "text")
     port = world.generate(max(n // 2, 24), split, "portrait")
     y = clean.labels("class_name", classes)
@@ -126,6 +130,8 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     lc = zero_shot_logits(model, tokenizer, clean.images, classes)
     lt = zero_shot_logits(model, tokenizer, typo.images, classes)
     lk = zero_shot_logits(model, tokenizer, ctrl.images, classes)
+    ln = zero_shot_logits(model, tokenizer, note.images, classes)
+    lnk = zero_shot_logits(model, tokenizer, note_ctrl.images, classes)
     lx = zero_shot_logits(model, tokenizer, text.images, classes)
     pf = encode_images(model, port.images)
     lg = zero_shot_logits(model, tokenizer, None, world.genders, PORTRAIT_TEMPLATES, image_features=pf)
@@ -135,6 +141,9 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
         "zero_shot_typo_top1": top1(lt, y),
         "attack_success": top1(lt, yw),
         "zero_shot_control_top1": top1(lk, y),
+        "zero_shot_note_top1": top1(ln, y),
+        "note_attack_success": top1(ln, note.labels("text", classes)),
+        "zero_shot_note_control_top1": top1(lnk, y),
         "text_read_top1": top1(lx, text.labels("text", classes)),
         "gender_top1": top1(lg, port.labels("gender", world.genders)),
         "occupation_top1": top1(lo, port.labels("occupation", world.occupations)),

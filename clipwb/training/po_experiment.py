@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluation.typographic import po_eval
+from ..evaluation.typographic import po_eval, recovery
 from .po_trainer import po_config, train_po
 
 
@@ -30,8 +30,10 @@ def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded",
         cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
         res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
                        out_dir=Path(out_root) / m if out_root else None, progress=progress, model_name=lm.name)
-        runs.results[m] = {kind: po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
-                           for kind, model in (("raw", res.model), ("avg", res.avg_model))}
+        runs.results[m] = {}
+        for kind, model in (("raw", res.model), ("avg", res.avg_model)):
+            r = po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
+            runs.results[m][kind] = {**r, **recovery(r, runs.reference)}
         runs.logs[m] = res.log
         runs.train_seconds[m] = res.train_seconds
     return runs
@@ -42,10 +44,13 @@ def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded"
     """One run per value of ``param`` (a POConfig field, e.g. beta or lam) with ``po_config(profile,
     **overrides)``; metrics of the ``weights`` ("avg" or "raw") model."""
     out = []
+    ref = None
     for v in values:
         cfg = po_config(profile, **{**(overrides or {}), param: v})
         res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
         model = res.avg_model if weights == "avg" else res.model
-        out.append({param: v, **po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
-                    "train_seconds": res.train_seconds})
+        if ref is None:
+            ref = po_eval(lm.model, lm.tokenizer, classes, sets, None, cfg.templates)
+        r = po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
+        out.append({param: v, **r, **recovery(r, ref), "train_seconds": res.train_seconds})
     return out

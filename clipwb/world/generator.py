@@ -33,7 +33,11 @@ from .shapes import OBJECT_CLASSES, draw_shape_mask
 from .text import DEFAULT_FONTS, render_text
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-KINDS = ("object", "object_text", "typographic", "object_other_text", "text", "portrait", "portrait_faint")
+KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note", "text",
+         "portrait", "portrait_faint")
+OBJECT_KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note")
+# each attack kind and its control: the same image with a non-class word in place of the class name
+CONTROL_OF = {"typographic": "object_other_text", "typographic_note": "object_other_note"}
 MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait")  # the pretraining mixture
 # words that are no class name (unrelated text on images, and the control of typographic evaluations)
 OTHER_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
@@ -62,6 +66,9 @@ class WorldConfig:
     object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
     max_rotation: float = 25.0  # degrees
     text_size: tuple[float, float] = (0.22, 0.36)  # font size as a fraction of the side
+    # where written words sit: "anywhere" (uniform over the image, the reference recipe) or "object" (the text
+    # block's centre inside the object's box, as a label stuck on the object)
+    text_placement: str = "anywhere"
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
     # "portrait_faint" images (evaluation only): the hat blended in at an opacity drawn from this range, so
@@ -77,6 +84,8 @@ class WorldConfig:
             raise ValueError(f"mixture shares must be >= 0 and sum to 1, got {shares}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32 px for legible words, got {self.image_size}")
+        if self.text_placement not in ("anywhere", "object"):
+            raise ValueError(f"text_placement must be 'anywhere' or 'object', got {self.text_placement!r}")
         if not 0 <= self.gender_occupation_bias <= 1:
             raise ValueError(f"gender_occupation_bias must lie in [0, 1], got {self.gender_occupation_bias}")
 
@@ -172,18 +181,24 @@ class World:
         bg, rec = _background(rng, S)
         img = Image.fromarray(bg)
         rec = {"index": int(index), "split": split, "kind": kind, **rec}
-        if kind in ("object", "object_text", "typographic", "object_other_text"):
+        if kind in OBJECT_KINDS:
             rec.update(self._draw_object(img, rng, index, split))
             if kind != "object":
+                # the attack word (a different class name, uniform over the other 15) and the control word (no
+                # class name) are both drawn, in this order, for every written kind: an attack image and its
+                # control of the same index differ in the word only (same font, size, colours and centre)
                 trng = self._rng(split, index, 1)
-                if kind == "object_text":
-                    word = rec["class_name"]
-                elif kind == "object_other_text":
-                    word = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
-                else:  # a different class name, uniformly among the other 15
-                    k = int(trng.integers(len(self.classes) - 1))
-                    word = self.classes[k + (k >= rec["label"])]
-                rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size))
+                k = int(trng.integers(len(self.classes) - 1))
+                attack = self.classes[k + (k >= rec["label"])]
+                control = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
+                word = {"object_text": rec["class_name"], "typographic": attack, "typographic_note": attack}.get(
+                    kind, control)
+                fit = () if kind == "object_text" else (attack, control)
+                half = rec["size"] * S
+                box = (rec["x"] * S - half, rec["y"] * S - half, rec["x"] * S + half, rec["y"] * S + half)
+                rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size, fit_texts=fit,
+                                       center_box=box if c.text_placement == "object" else None,
+                                       style="note" if kind.endswith("_note") else "plain"))
                 rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         elif kind == "text":
             if split == "train":
@@ -235,7 +250,7 @@ class World:
     def _caption(self, r: dict, rng: np.random.Generator) -> str:
         pick = lambda opts: _articles(opts[int(rng.integers(len(opts)))])  # noqa: E731
         kind = r["kind"]
-        if kind in ("object", "object_text", "typographic", "object_other_text"):
+        if kind in OBJECT_KINDS:
             sz = (r["size_word"] + " ") if r["size_word"] else ""
             cap = pick([f"a photo of a {r['color']} {r['class_name']}.", f"a {r['class_name']}.",
                         f"a photo of a {r['class_name']}.", f"a {sz}{r['color']} {r['class_name']} on a "

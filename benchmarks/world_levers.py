@@ -1,0 +1,99 @@
+"""Measure the levers of the embedded world (issue 13): short pretrainings of the tiny CLIP with one world or
+pretraining knob changed at a time, each scored with the world's zero-shot suite (clean, attack, control, note,
+word alone, gender, occupation) and the linear-probe ceiling on attacked images.
+
+Every variant is a dict of overrides of ``PretrainConfig`` (``world.<field>`` for ``WorldConfig``); results are
+appended to benchmarks/results/world_levers.json (one entry per variant, with seconds and the CPU) as they finish,
+so an interrupted sweep keeps what it measured.
+
+    python benchmarks/world_levers.py --steps 700 --variants base small_text on_object ...
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clipwb.evaluation.zeroshot import encode_images, world_zero_shot_suite
+from clipwb.io import atomic_write_text
+from clipwb.precision import cpu_info
+from clipwb.training.pretrain import pretrain, pretrain_config
+from clipwb.world import World
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+VARIANTS: dict[str, dict] = {
+    # the shipped world (big words anywhere, no unrelated text in pretraining)
+    "old": {},
+    "small_text": {"world.text_size": (0.14, 0.22)},
+    "small_on_object": {"world.text_size": (0.14, 0.22), "world.text_placement": "object"},
+    "small_on_object_other": {"world.text_size": (0.14, 0.22), "world.text_placement": "object",
+                              "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
+                              "world.text_other_share": 0.2},
+    "mid_on_object_other": {"world.text_size": (0.16, 0.26), "world.text_placement": "object",
+                            "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
+                            "world.text_other_share": 0.2},
+}
+
+
+def probe_ceiling(model, world: World, n_train: int = 4096, n_test: int = 1024, seed: int = 0) -> float:
+    """Logistic regression (scikit-learn) on frozen features of attacked ``train`` images, scored on attacked
+    ``test`` images: how much of the object survives the written word."""
+    from sklearn.linear_model import LogisticRegression
+
+    tr = world.generate(n_train, "train", "typographic")
+    te = world.generate(n_test, "test", "typographic")
+    f_tr = encode_images(model, tr.images).cpu().numpy()
+    f_te = encode_images(model, te.images).cpu().numpy()
+    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed).fit(f_tr, tr.labels("class_name", world.classes))
+    return float(clf.score(f_te, te.labels("class_name", world.classes)))
+
+
+def apply(overrides: dict, steps: int, n_images: int):
+    world_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("world.")}
+    top = {k: v for k, v in overrides.items() if not k.startswith("world.")}
+    cfg = pretrain_config("full", steps=steps, n_images=n_images, eval_every=0, **top)
+    if world_over:
+        cfg = dataclasses.replace(cfg, world=dataclasses.replace(cfg.world, **world_over))
+    return cfg
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names in VARIANTS (default: all)")
+    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--n-images", type=int, default=60_000)
+    ap.add_argument("--n-eval", type=int, default=1024)
+    ap.add_argument("--extra", default=None, help="JSON {name: overrides} of further variants")
+    ap.add_argument("--out", default=str(RESULTS / "world_levers.json"))
+    args = ap.parse_args()
+    variants = dict(VARIANTS, **(json.loads(args.extra) if args.extra else {}))
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for name in args.variants:
+        cfg = apply(variants[name], args.steps, args.n_images)
+        cfg = dataclasses.replace(cfg, early_steps=min(cfg.early_steps, args.steps // 3))
+        t0 = time.time()
+        model, log = pretrain(cfg, progress=True)
+        secs = time.time() - t0
+        import open_clip
+
+        world = World(cfg.world)
+        ev = world_zero_shot_suite(model, open_clip.get_tokenizer(cfg.model_name), world, n=args.n_eval, split="test")
+        ev = {k: round(v, 4) if isinstance(v, float) else v for k, v in ev.items() if not k.startswith("_")}
+        ev["probe_ceiling_typo"] = round(probe_ceiling(model, world), 4)
+        results[f"{name}@{args.steps}"] = {"overrides": {k: list(v) if isinstance(v, tuple) else v
+                                                           for k, v in variants[name].items()},
+                                           "steps": args.steps, "n_images": args.n_images, **ev,
+                                           "pretrain_seconds": round(secs, 1), "cpu": cpu_info()["model"],
+                                           "precision": log["precision"]["name"]}
+        print(name, json.dumps(results[f"{name}@{args.steps}"]), flush=True)
+        atomic_write_text(out, json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
