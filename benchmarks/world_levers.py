@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict] = {
     "small_on_object_other": {"world.text_size": (0.14, 0.22), "world.text_placement": "object",
                               "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
                               "world.text_other_share": 0.2},
+    "mid_anywhere_other": {"world.text_size": (0.16, 0.26), "world.mix_object": 0.28, "world.mix_object_text": 0.20,
+                           "world.mix_object_other_text": 0.12, "world.text_other_share": 0.2},
     "mid_on_object_other": {"world.text_size": (0.16, 0.26), "world.text_placement": "object",
                             "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
                             "world.text_other_share": 0.2},

@@ -154,10 +154,11 @@ def run_notebook(nb: Path, out_dir: Path, profile: str, parameters: dict | None 
 
 # The numbers reports/README.md shows first for each notebook (others follow in the per-notebook JSON).
 KEY_METRICS = {
-    "00": ["zero_shot_clean_top1", "zero_shot_typo_top1", "attack_success", "text_read_top1", "gender_top1",
-           "occupation_top1", "pretrain_seconds"],
-    "01": ["clean_top1", "typo_top1", "attack_success_rate", "heldout_typo_top1", "heldout_attack_success_rate",
-           "n_images", "n_variants", "skipped_corrupt", "build_seconds"],
+    "00": ["zero_shot_clean_top1", "zero_shot_control_top1", "zero_shot_typo_top1", "attack_success",
+           "text_read_top1", "gender_top1", "occupation_top1", "probe_ceiling_typo", "pretrain_seconds"],
+    "01": ["clean_top1", "control_top1", "typo_top1", "attack_success_rate", "heldout_typo_top1",
+           "heldout_attack_success_rate", "note_typo_top1", "n_images", "n_variants", "skipped_corrupt",
+           "build_seconds"],
     "05": ["simclr_ince_clean_linear_probe_top1", "simclr_gca-ince_clean_linear_probe_top1",
            "simclr_gca-uot_clean_linear_probe_top1", "simclr_ince_noisy_linear_probe_top1",
            "simclr_gca-uot_noisy_linear_probe_top1", "clip_ince_clean_zero_shot_top1",

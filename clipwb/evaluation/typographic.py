@@ -8,9 +8,10 @@ from .zeroshot import OBJECT_TEMPLATES, top1, zero_shot_logits
 
 
 def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, written, clean: np.ndarray | None = None,
-                        templates=OBJECT_TEMPLATES) -> dict:
+                        templates=OBJECT_TEMPLATES, control: np.ndarray | None = None) -> dict:
     """Fractions in [0, 1]: ``typo_top1``, ``attack_success_rate`` (over images whose written word is a class,
-    ``written >= 0``) and, given clean images, ``clean_top1``; plus counts and the typographic predictions."""
+    ``written >= 0``), given clean images ``clean_top1``, and given control images (a non-class word written
+    exactly as the attack's class name) ``control_top1``; plus counts and the typographic predictions."""
     true, written = np.asarray(true), np.asarray(written)
     out = {"n": int(len(true))}
     lt = zero_shot_logits(model, tokenizer, typo, classes, templates)
@@ -21,6 +22,8 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
     out["attack_success_rate"] = float((pred[has_word] == written[has_word]).mean()) if has_word.any() else float("nan")
     if clean is not None:
         out["clean_top1"] = top1(zero_shot_logits(model, tokenizer, clean, classes, templates), true)
+    if control is not None:
+        out["control_top1"] = top1(zero_shot_logits(model, tokenizer, control, classes, templates), true)
     out["_pred_typo"] = pred
     return out
 
@@ -96,3 +99,18 @@ def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:
     return {"probe_train_top1": float(clf.score(f_tr, sets["train"]["true"])),
             "probe_typo_top1": float(clf.score(encode_images(model, te["typo"]).cpu().numpy(), te["true"])),
             "probe_clean_top1": float(clf.score(encode_images(model, te["clean"]).cpu().numpy(), te["true"]))}
+
+
+def world_probe_ceiling(model, world, n_train: int = 4096, n_test: int = 1024, C: float = 1.0, seed: int = 0) -> float:
+    """The linear-probe ceiling on attacked world images: logistic regression (scikit-learn) fitted on the frozen
+    features of ``n_train`` attacked ``train`` images, scored on ``n_test`` attacked ``test`` images (true class).
+    How much of the object survives the written word in the features, i.e. the room a defence has."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .zeroshot import encode_images
+
+    tr = world.generate(n_train, "train", "typographic")
+    te = world.generate(n_test, "test", "typographic")
+    f_tr = encode_images(model, tr.images).cpu().numpy()
+    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(f_tr, tr.labels("class_name", world.classes))
+    return float(clf.score(encode_images(model, te.images).cpu().numpy(), te.labels("class_name", world.classes)))

@@ -40,6 +40,7 @@ def concept_data(lm, world, n: int = 1024, split: str = "test", keep_images: int
     """Encode ``n`` images of each set of the world's ``split`` with ``lm`` (see the module docstring)."""
     model, tok = lm.model, lm.tokenizer
     sets = {"objects": world.generate(n, split, "object"), "typo": world.generate(n, split, "typographic"),
+            "control": world.generate(n, split, "object_other_text"),
             "portraits": world.generate(n, split, "portrait"), "faint": world.generate(n, split, "portrait_faint")}
     feats = {k: encode_images(model, b.images).double().cpu() for k, b in sets.items()}
     occ, gen = world.occupations, world.genders
@@ -47,6 +48,7 @@ def concept_data(lm, world, n: int = 1024, split: str = "test", keep_images: int
         "objects": {"class": np.array(sets["objects"].labels("class_name", world.classes))},
         "typo": {"class": np.array(sets["typo"].labels("class_name", world.classes)),
                  "written": np.array(sets["typo"].labels("text", world.classes))},
+        "control": {"class": np.array(sets["control"].labels("class_name", world.classes))},
     }
     for k in ("portraits", "faint"):
         labels[k] = {"gender": np.array(sets[k].labels("gender", gen)),
@@ -78,6 +80,8 @@ def evaluate(cd: ConceptData, W_t=None, k_skew: int | None = None) -> dict:
     pt = _pred(f["typo"], T["objects"])
     out["typo_top1"] = float((pt == L["typo"]["class"]).mean())
     out["attack_success"] = float((pt == L["typo"]["written"]).mean())
+    if "control" in f:
+        out["control_top1"] = float((_pred(f["control"], T["objects"]) == L["control"]["class"]).mean())
     out["gender_top1"] = float((_pred(f["portraits"], T["genders"]) == L["portraits"]["gender"]).mean())
     out["occupation_top1"] = float((_pred(f["portraits"], T["occupations"]) == L["portraits"]["occupation"]).mean())
     po = _pred(f["faint"], T["occupations"])
@@ -133,11 +137,16 @@ def train_concept_map(cd: ConceptData, concept: str, cfg: LinearMapConfig | None
 
 
 def sweep_t(cd: ConceptData, family: StrengthFamily, ts) -> list[dict]:
-    """``evaluate`` along t (flat metrics only)."""
+    """``evaluate`` along t (flat metrics only), with ``recovery``: the share of the reading damage of the
+    unsteered model undone at t, (typo_top1(t) - typo_top1(0)) / (control_top1(0) - typo_top1(0))."""
+    base = evaluate(cd, None)
+    gap = base.get("control_top1", float("nan")) - base["typo_top1"]
     rows = []
     for t in ts:
         m = evaluate(cd, family.at(float(t)))
-        rows.append({"t": float(t), **{k: v for k, v in m.items() if not isinstance(v, dict)}})
+        row = {"t": float(t), **{k: v for k, v in m.items() if not isinstance(v, dict)}}
+        row["recovery"] = float((m["typo_top1"] - base["typo_top1"]) / gap) if gap > 1e-9 else float("nan")
+        rows.append(row)
     return rows
 
 
