@@ -36,6 +36,13 @@ VARIANTS: dict[str, dict] = {
                               "world.text_other_share": 0.2},
     "mid_anywhere_other": {"world.text_size": (0.16, 0.26), "world.mix_object": 0.28, "world.mix_object_text": 0.20,
                            "world.mix_object_other_text": 0.12, "world.text_other_share": 0.2},
+    # candidates of the full-length runs (mixture with unrelated text on objects and as words alone)
+    "A_text16-26": {"world.text_size": (0.16, 0.26), "world.text_placement": "object", "world.mix_object": 0.28,
+                    "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.10, "world.mix_text": 0.24,
+                    "world.text_other_share": 0.15, "early_steps": 600},
+    "B_text20-30": {"world.text_size": (0.20, 0.30), "world.text_placement": "object", "world.mix_object": 0.28,
+                    "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.10, "world.mix_text": 0.24,
+                    "world.text_other_share": 0.15, "early_steps": 600},
     "mid_on_object_other": {"world.text_size": (0.16, 0.26), "world.text_placement": "object",
                             "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
                             "world.text_other_share": 0.2},
@@ -55,10 +62,10 @@ def probe_ceiling(model, world: World, n_train: int = 4096, n_test: int = 1024, 
     return float(clf.score(f_te, te.labels("class_name", world.classes)))
 
 
-def apply(overrides: dict, steps: int, n_images: int):
+def apply(overrides: dict, steps: int, n_images: int, eval_every: int = 0):
     world_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("world.")}
     top = {k: v for k, v in overrides.items() if not k.startswith("world.")}
-    cfg = pretrain_config("full", steps=steps, n_images=n_images, eval_every=0, **top)
+    cfg = pretrain_config("full", steps=steps, n_images=n_images, eval_every=eval_every, eval_n=512, **top)
     if world_over:
         cfg = dataclasses.replace(cfg, world=dataclasses.replace(cfg.world, **world_over))
     return cfg
@@ -70,6 +77,7 @@ def main():
     ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--n-images", type=int, default=60_000)
     ap.add_argument("--n-eval", type=int, default=1024)
+    ap.add_argument("--eval-every", type=int, default=0, help="zero-shot suite on val every N steps (0: at the end)")
     ap.add_argument("--extra", default=None, help="JSON {name: overrides} of further variants")
     ap.add_argument("--out", default=str(RESULTS / "world_levers.json"))
     args = ap.parse_args()
@@ -77,10 +85,11 @@ def main():
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.variants:
-        cfg = apply(variants[name], args.steps, args.n_images)
+        cfg = apply(variants[name], args.steps, args.n_images, args.eval_every)
         cfg = dataclasses.replace(cfg, early_steps=min(cfg.early_steps, args.steps // 3))
+        log_path = out.with_name(f"world_levers_{name}@{args.steps}.log.json")
         t0 = time.time()
-        model, log = pretrain(cfg, progress=True)
+        model, log = pretrain(cfg, progress=True, log_path=log_path)
         secs = time.time() - t0
         import open_clip
 

@@ -181,15 +181,29 @@ def test_standard_attack_sets_are_disjoint_cached_and_hold_out_fonts_and_words(t
     train, test, classes = source_items("world", world=world, n_train=16, n_test=8)
     cfg = AttackSetsConfig(k=2, k_test=1)
     sets = build_attack_sets(train, test, classes, tmp_path, cfg, world=world, progress=False)
-    assert [sets[n].n_variants for n in ("train", "test", "test_heldout")] == [32, 8, 8]
+    assert [sets[n].n_variants for n in ("train", "test", "test_heldout", "test_note")] == [32, 8, 8, 8]
     rows = {n: B.read_manifest(r.out_dir) for n, r in sets.items()}
     assert not {r["source"] for r in rows["train"]} & {r["source"] for r in rows["test"]}
     sp = split_attacks(classes, word_frac=cfg.word_frac, seed=cfg.seed)
     assert {int(r["written_label"]) for r in rows["train"] + rows["test"]} <= set(sp.train_words)
     assert {int(r["written_label"]) for r in rows["test_heldout"]} <= set(sp.test_words)
     assert {r["text_font"] for r in rows["test_heldout"]} <= set(sp.test_fonts)
-    # the world's text scale: sizes from 0.22-0.36 of the 64 px side (shrink-to-fit may go lower)
-    assert max(int(r["text_size"]) for r in rows["train"]) > 20 * 64 / 224 * 2
+    # the world's text scale and placement, and the note style only in the note set
+    lo, hi = world.config.text_size
+    assert all(int(r["text_size"]) <= round(hi * 64) for n in rows for r in rows[n])
+    assert {r["text_style"] for n in ("train", "test", "test_heldout") for r in rows[n]} == {"plain"}
+    assert {r["text_style"] for r in rows["test_note"]} == {"note"}
+    assert {int(r["written_label"]) for r in rows["test_note"]} <= set(sp.train_words)
+    # every variant has its control image: a non-class word, and the same pixels outside the text block
+    for n, r in sets.items():
+        arr = B.TypographicDataset(r.out_dir, world=world).arrays()
+        assert arr["control"].shape == arr["typo"].shape
+        for row, t, c in zip(rows[n], arr["typo"], arr["control"]):
+            assert row["control_text"] not in classes and row["text"] in classes
+            block = np.zeros(t.shape[:2], bool)
+            y, x, h, w = (int(row[k]) for k in ("block_y", "block_x", "block_h", "block_w"))
+            block[y:y + h + 1, x:x + w + 1] = True
+            assert not ((t != c).any(-1) & ~block).any()
     again = build_attack_sets(train, test, classes, tmp_path, cfg, world=world, progress=False)
     assert all(r.already_done for r in again.values())
     with pytest.raises(ValueError, match="both the training and held-out"):

@@ -51,3 +51,18 @@ def test_zero_shot_logits_accept_precomputed_features(tiny):
                          image_features=encode_images(tiny.model, data.images))
     assert torch.allclose(a, b, atol=1e-6) and a.shape == (8, 16)
     assert np.isfinite(a.numpy()).all()
+
+
+def test_recovery_is_the_share_of_the_reading_damage_undone():
+    import math
+
+    from clipwb.evaluation.typographic import recovery
+
+    before = {"typo_top1": 0.30, "control_top1": 0.90, "typo_heldout_top1": 0.40, "control_heldout_top1": 0.40,
+              "typo_note_top1": 0.2}  # heldout: no damage to undo; note: no control
+    after = {"typo_top1": 0.75, "typo_heldout_top1": 0.50, "typo_note_top1": 0.9}
+    r = recovery(after, before)
+    assert r["recovery"] == pytest.approx(0.75)
+    assert math.isnan(r["recovery_heldout"]) and "recovery_note" not in r
+    assert recovery(before, before)["recovery"] == 0.0
+    assert recovery({"typo_top1": 0.2}, before)["recovery"] < 0

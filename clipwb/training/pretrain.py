@@ -219,6 +219,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
             ev = world_zero_shot_suite(model, tokenizer, world, n=cfg.eval_n, split="val")
             log["eval"].append({"step": step + 1, **{k: v for k, v in ev.items() if not k.startswith("_")}})
             model.train()
+            if log_path is not None:  # the curve so far, readable while a long run goes on
+                atomic_write_text(log_path, json.dumps(log, indent=1))
             bar.set_postfix(loss=f"{loss.item():.3f}", clean=f"{ev['zero_shot_clean_top1']:.2f}",
                             typo=f"{ev['zero_shot_typo_top1']:.2f}", gender=f"{ev['gender_top1']:.2f}")
     log["train_seconds"] = time.time() - t_train
