@@ -192,7 +192,9 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     loss_fn = contrastive_objective(cfg)
     batch_indices = batch_schedule(cfg, np.array(data.column("kind")), rng)
     log = {"config": dataclasses.asdict(cfg), "step": [], "loss": [], "lr": [], "logit_scale": [],
-           "eval": [], "data_seconds": t_data, "precision": prec.to_dict(), "cpu": cpu_info()["model"]}
+           "eval": [], "data_seconds": t_data, "precision": prec.to_dict(), "cpu": cpu_info()["model"],
+           # fp32 CPU results depend on the thread count (reduction order): exact reproduction needs the same one
+           "torch_threads": torch.get_num_threads()}
     t_train = time.time()
     bar = tqdm(range(cfg.steps), disable=not progress, desc="pretrain tiny CLIP")
     for step in bar:
