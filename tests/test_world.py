@@ -103,6 +103,22 @@ def test_control_differs_from_the_attack_only_in_the_word(attack, placement):
         assert diff.any() and not (diff & ~block).any()
 
 
+def test_text_beside_the_object_is_centred_above_or_below_it():
+    w = World(text_placement="beside", object_size=(0.16, 0.28))
+    S = w.config.image_size
+    for i in range(40):
+        _, r = w.sample(i, "test", "object_other_text")
+        cy = r["block_y"] + r["block_h"] / 2
+        top, bottom = (r["y"] - r["size"]) * S, (r["y"] + r["size"]) * S
+        # the centre sits outside the object's vertical extent unless the block cannot fit there (then clipped)
+        fits_above = top >= r["block_h"] / 2
+        fits_below = S - bottom >= r["block_h"] / 2
+        if fits_above and top >= S - bottom:
+            assert cy <= top + 1
+        elif fits_below and S - bottom > top:
+            assert cy >= bottom - 1
+
+
 def test_text_on_the_object_sits_inside_the_object_box():
     w = World(text_placement="object")
     S = w.config.image_size

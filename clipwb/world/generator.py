@@ -42,6 +42,7 @@ MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait")  
 # words that are no class name (unrelated text on images, and the control of typographic evaluations)
 OTHER_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
                  "stop", "news", "gift", "zone")
+PLACEMENTS = ("anywhere", "object", "beside")
 BACKGROUNDS = ("plain", "stripes", "checker", "dots", "noise", "gradient")
 OBJECT_COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (245, 220, 30), "green": (40, 170, 60),
@@ -66,8 +67,9 @@ class WorldConfig:
     object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
     max_rotation: float = 25.0  # degrees
     text_size: tuple[float, float] = (0.22, 0.36)  # font size as a fraction of the side
-    # where written words sit: "anywhere" (uniform over the image, the reference recipe) or "object" (the text
-    # block's centre inside the object's box, as a label stuck on the object)
+    # where written words sit: "anywhere" (uniform over the image, the reference recipe), "object" (the text
+    # block's centre inside the object's box, as a label stuck on the object) or "beside" (the block's centre
+    # above the object's top edge or below its bottom edge, whichever side has more room: a sign by the object)
     text_placement: str = "anywhere"
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
@@ -84,8 +86,8 @@ class WorldConfig:
             raise ValueError(f"mixture shares must be >= 0 and sum to 1, got {shares}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32 px for legible words, got {self.image_size}")
-        if self.text_placement not in ("anywhere", "object"):
-            raise ValueError(f"text_placement must be 'anywhere' or 'object', got {self.text_placement!r}")
+        if self.text_placement not in PLACEMENTS:
+            raise ValueError(f"text_placement must be one of {PLACEMENTS}, got {self.text_placement!r}")
         if not 0 <= self.gender_occupation_bias <= 1:
             raise ValueError(f"gender_occupation_bias must lie in [0, 1], got {self.gender_occupation_bias}")
 
@@ -197,7 +199,7 @@ class World:
                 half = rec["size"] * S
                 box = (rec["x"] * S - half, rec["y"] * S - half, rec["x"] * S + half, rec["y"] * S + half)
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size, fit_texts=fit,
-                                       center_box=box if c.text_placement == "object" else None,
+                                       center_box=_text_box(c.text_placement, box, S),
                                        style="note" if kind.endswith("_note") else "plain"))
                 rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         elif kind == "text":
@@ -308,6 +310,16 @@ class World:
             images[j] = np.asarray(img)
             records.append(rec)
         return WorldBatch(images, records)
+
+
+def _text_box(placement: str, obj: tuple[float, float, float, float], S: int):
+    """The box in which the text block's centre is drawn, for a placement and the object's box."""
+    if placement == "anywhere":
+        return None
+    if placement == "object":
+        return obj
+    x0, y0, x1, y1 = obj  # beside: the band above or below the object, the side with more room
+    return (0, 0, S, y0) if y0 >= S - y1 else (0, y1, S, S)
 
 
 def _articles(text: str) -> str:
