@@ -142,14 +142,11 @@ def world_source(world, n: int, split: str = "train", start: int = 0,
                  progress: bool = False) -> tuple[list[SourceItem], tuple[str, ...]]:
     """``n`` object images of the world's ``split`` (indices ``start``..``start+n-1``) as build sources."""
     batch = world.generate(n, split, "object", start=start, progress=progress)
+    from ..world.generator import object_box
+
     S = world.config.image_size
-
-    def box(r):
-        h = r["size"] * S
-        return (r["x"] * S - h, r["y"] * S - h, r["x"] * S + h, r["y"] * S + h)
-
     items = [SourceItem(f"world-{split}-{r['index']}", r["label"], f"world:{split}:{r['index']}",
-                        Image.fromarray(img), box(r)) for img, r in zip(batch.images, batch.records)]
+                        Image.fromarray(img), object_box(r, S)) for img, r in zip(batch.images, batch.records)]
     return items, tuple(world.classes)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..world.generator import OTHER_WORDS
 from ..world.text import (NOTE_INKS, NOTE_PAPERS, STYLES, TEXT_COLORS, _int_box, font_path, load_font, render_text,
                           split_lines)
 
@@ -28,8 +29,7 @@ TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 # slanted faces: in neither the world's pretraining fonts nor TYPO_FONTS, the default held-out attack fonts
 HELDOUT_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Oblique.ttf")
 # control words: written exactly as an attack writes a class name, but no class name (what text costs by itself)
-CONTROL_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
-                 "stop", "news", "gift", "zone")
+CONTROL_WORDS = OTHER_WORDS
 PLACEMENTS = ("anywhere", "object")
 
 

@@ -189,15 +189,18 @@ class World:
                 # the attack word (a different class name, uniform over the other 15) and the control word (no
                 # class name) are both drawn, in this order, for every written kind: an attack image and its
                 # control of the same index differ in the word only (same font, size, colours and centre)
+                # (object_text draws nothing before rendering: its images, the pretraining data of the shipped
+                # weights, stay as they were)
                 trng = self._rng(split, index, 1)
-                k = int(trng.integers(len(self.classes) - 1))
-                attack = self.classes[k + (k >= rec["label"])]
-                control = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
-                word = {"object_text": rec["class_name"], "typographic": attack, "typographic_note": attack}.get(
-                    kind, control)
-                fit = () if kind == "object_text" else (attack, control)
-                half = rec["size"] * S
-                box = (rec["x"] * S - half, rec["y"] * S - half, rec["x"] * S + half, rec["y"] * S + half)
+                if kind == "object_text":
+                    word, fit = rec["class_name"], ()
+                else:
+                    k = int(trng.integers(len(self.classes) - 1))
+                    attack = self.classes[k + (k >= rec["label"])]
+                    control = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
+                    word = attack if kind in CONTROL_OF else control
+                    fit = (attack, control)
+                box = object_box(rec, S)
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size, fit_texts=fit,
                                        center_box=_text_box(c.text_placement, box, S),
                                        style="note" if kind.endswith("_note") else "plain"))
@@ -310,6 +313,12 @@ class World:
             images[j] = np.asarray(img)
             records.append(rec)
         return WorldBatch(images, records)
+
+
+def object_box(rec: dict, S: int) -> tuple[float, float, float, float]:
+    """An object record's box (x0, y0, x1, y1) in pixels of an S-px image."""
+    half = rec["size"] * S
+    return (rec["x"] * S - half, rec["y"] * S - half, rec["x"] * S + half, rec["y"] * S + half)
 
 
 def _text_box(placement: str, obj: tuple[float, float, float, float], S: int):
