@@ -21,8 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..world.generator import OTHER_WORDS
-from ..world.text import (NOTE_INKS, NOTE_PAPERS, STYLES, TEXT_COLORS, _int_box, font_path, load_font, render_text,
-                          split_lines)
+from ..world.text import STYLES, TEXT_COLORS, draw_text_block, font_path, load_font, render_text, split_lines
 
 REFERENCE_SIZE_FRAC = (20 / 224, 40 / 224)  # randint(20, 40) pt on 224 px images
 TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
@@ -172,21 +171,11 @@ def draw_from_record(img: Image.Image, rec: dict) -> Image.Image:
     """Redraw a record's text onto a copy of ``img``: the manifest alone reproduces the attacked image (a record
     read from a CSV manifest works too: numbers may be strings, the font a bundled name)."""
     out = img.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
     f = load_font(font_path(rec.get("text_font_path") or rec["text_font"]), int(rec["text_size"]))
-    body = split_lines(rec["text"])
-    note = rec.get("text_style", "plain") == "note"
-    sw = 0 if note else 1
-    x0, y0, _, _ = _int_box(draw.multiline_textbbox((0, 0), body, font=f, stroke_width=sw, align="center"))
-    if note:
-        bx, by, bw, bh = (int(rec[k]) for k in ("block_x", "block_y", "block_w", "block_h"))
-        paper = NOTE_PAPERS[rec["text_stroke"]]
-        draw.rectangle((bx, by, bx + bw - 1, by + bh - 1), fill=paper, outline=tuple(int(c * 0.75) for c in paper))
-        fill, stroke = NOTE_INKS[rec["text_fill"]], None
-    else:
-        fill, stroke = TEXT_COLORS[rec["text_fill"]], TEXT_COLORS[rec["text_stroke"]]
-    draw.multiline_text((int(rec["text_x"]) - x0, int(rec["text_y"]) - y0), body, font=f, fill=fill,
-                        stroke_width=sw, stroke_fill=stroke, align="center")
+    style = rec.get("text_style", "plain")
+    block = tuple(int(rec[k]) for k in ("block_x", "block_y", "block_w", "block_h")) if style == "note" else None
+    draw_text_block(ImageDraw.Draw(out), split_lines(rec["text"]), f, style, rec["text_fill"], rec["text_stroke"],
+                    (int(rec["text_x"]), int(rec["text_y"])), block)
     return out
 
 

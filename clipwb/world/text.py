@@ -147,11 +147,11 @@ def render_text(img: Image.Image, text: str, rng: np.random.Generator, *,
     if style == "plain":
         fill_name, stroke_name = rng.choice(len(colors), size=2, replace=False)
         fill_name, stroke_name = colors[int(fill_name)], colors[int(stroke_name)]
-        fill, stroke, sw = TEXT_COLORS[fill_name], TEXT_COLORS[stroke_name], 1
+        sw = 1
     else:
         fill_name = list(NOTE_INKS)[int(rng.integers(len(NOTE_INKS)))]
         stroke_name = list(NOTE_PAPERS)[int(rng.integers(len(NOTE_PAPERS)))]  # the paper, for a note
-        fill, stroke, sw = NOTE_INKS[fill_name], None, 0
+        sw = 0
     pad = max(2, size0 // 4) if style == "note" else 0
     draw = ImageDraw.Draw(img)
     size = size0
@@ -188,9 +188,24 @@ def render_text(img: Image.Image, text: str, rng: np.random.Generator, *,
     rec = {"text": text, "text_font": Path(font).name, "text_size": size, "text_size_drawn_from": size0,
            "text_style": style, "text_fill": fill_name, "text_stroke": stroke_name, "text_x": tx, "text_y": ty,
            "text_w": tw, "text_h": th, "block_x": bx, "block_y": by, "block_w": bw, "block_h": bh}
-    if style == "note":
-        draw.rectangle((bx, by, bx + bw - 1, by + bh - 1), fill=NOTE_PAPERS[stroke_name],
-                       outline=tuple(int(c * 0.75) for c in NOTE_PAPERS[stroke_name]))
-    draw.multiline_text((tx - x0, ty - y0), body, font=f, fill=fill, stroke_width=sw, stroke_fill=stroke,
-                        align="center")
+    draw_text_block(draw, body, f, style, fill_name, stroke_name, (tx, ty), (bx, by, bw, bh))
     return rec
+
+
+def draw_text_block(draw: ImageDraw.ImageDraw, body: str, font: ImageFont.FreeTypeFont, style: str, fill_name: str,
+                    stroke_name: str, text_xy: tuple[int, int], block: tuple[int, int, int, int]) -> None:
+    """Draw one rendered text (the recorded choices of ``render_text``): ``body`` with its bbox's top-left at
+    ``text_xy``; for ``style="note"`` first the paper patch ``block`` = (x, y, w, h) with its border. Shared by
+    ``render_text`` and the typographic builder's redraw from a manifest, so both draw the same pixels."""
+    note = style == "note"
+    sw = 0 if note else 1
+    x0, y0, _, _ = _int_box(draw.multiline_textbbox((0, 0), body, font=font, stroke_width=sw, align="center"))
+    if note:
+        bx, by, bw, bh = block
+        paper = NOTE_PAPERS[stroke_name]
+        draw.rectangle((bx, by, bx + bw - 1, by + bh - 1), fill=paper, outline=tuple(int(c * 0.75) for c in paper))
+        fill, stroke = NOTE_INKS[fill_name], None
+    else:
+        fill, stroke = TEXT_COLORS[fill_name], TEXT_COLORS[stroke_name]
+    draw.multiline_text((text_xy[0] - x0, text_xy[1] - y0), body, font=font, fill=fill, stroke_width=sw,
+                        stroke_fill=stroke, align="center")
