@@ -182,9 +182,13 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
              "Written by `python -m clipwb report` (the README's main command); do not edit by hand.", ""]
     if profile:
         lines += [f"Profile: `{profile}`. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
-    machines = {json.dumps(json.loads(mf.read_text()).get("machine"), sort_keys=True)
-                for mf in sorted((out_dir / "metrics").glob("*.json"))} - {"null"}
-    for m in map(json.loads, sorted(machines)):
+    # one line per machine kind: the precision reason's measured milliseconds differ from run to run
+    machines: dict[tuple, dict] = {}
+    for mf in sorted((out_dir / "metrics").glob("*.json")):
+        m = json.loads(mf.read_text()).get("machine")
+        if m:
+            machines.setdefault(tuple(str(m.get(k)) for k in ("precision", "gpu", "cpu", "cpu_bf16_native", "torch")), m)
+    for m in machines.values():
         lines += [f"Computed in **{m['precision']}** on {m.get('gpu') or m['cpu']} (native bf16: "
                   f"{m['cpu_bf16_native']}; torch {m['torch']}): {m['precision_reason']}. Another machine that "
                   f"resolves to the same precision reproduces these numbers; the other precision gives slightly "

@@ -66,3 +66,19 @@ def test_metrics_are_written_atomically_as_json(tmp_path):
     assert not [p for p in (tmp_path / "metrics").iterdir() if p.suffix == ".tmp"]
     write_summary(tmp_path)
     assert "## 00_x" in (tmp_path / "README.md").read_text()
+
+
+def test_summary_names_each_machine_once(tmp_path):
+    write_metrics(tmp_path, "00_x", {"a": 1.0})
+    write_metrics(tmp_path, "01_y", {"b": 2.0})
+    # the same machine measured again (another run): only the timings in its reason differ
+    f = tmp_path / "metrics/01_y.json"
+    data = json.loads(f.read_text())
+    data["machine"]["precision_reason"] += " (measured again: 1 ms)"
+    f.write_text(json.dumps(data))
+    write_summary(tmp_path)
+    assert (tmp_path / "README.md").read_text().count("Computed in **") == 1
+    data["machine"]["torch"] = "another"
+    f.write_text(json.dumps(data))
+    write_summary(tmp_path)
+    assert (tmp_path / "README.md").read_text().count("Computed in **") == 2
