@@ -46,6 +46,12 @@ VARIANTS: dict[str, dict] = {
     "C_beside": {"world.text_size": (0.22, 0.34), "world.text_placement": "beside", "world.object_size": (0.16, 0.28),
                  "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.10,
                  "world.mix_text": 0.24, "world.text_other_share": 0.15, "early_steps": 600},
+    # C plus "sign" images (another class name written by the object, captioned by the word alone, as alt-text
+    # transcribes an image's text), in place of 8 % of plain objects
+    "D_beside_signs": {"world.text_size": (0.22, 0.34), "world.text_placement": "beside",
+                       "world.object_size": (0.16, 0.28), "world.mix_object": 0.20, "world.mix_object_text": 0.20,
+                       "world.mix_object_other_text": 0.10, "world.mix_text": 0.24, "world.mix_sign": 0.08,
+                       "world.text_other_share": 0.15, "early_steps": 600},
     "mid_on_object_other": {"world.text_size": (0.16, 0.26), "world.text_placement": "object",
                             "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
                             "world.text_other_share": 0.2},

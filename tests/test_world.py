@@ -148,7 +148,8 @@ def test_eval_splits_are_balanced_and_train_is_biased():
 
 @pytest.mark.parametrize("cfg", [WorldConfig(), WorldConfig(
     mix_object=0.30, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22, mix_portrait=0.16,
-    text_other_share=0.25)], ids=["default", "with-unrelated-words"])
+    text_other_share=0.25), WorldConfig(mix_object=0.22, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22,
+                                        mix_portrait=0.16, mix_sign=0.08)], ids=["default", "with-unrelated-words", "with-signs"])
 def test_pretraining_mixture_shares(cfg):
     from clipwb.world import MIX_KINDS
 
@@ -159,6 +160,19 @@ def test_pretraining_mixture_shares(cfg):
     words = [r["text"] for r in recs if r["kind"] == "text"]
     assert abs(np.mean([w not in OBJECT_CLASSES for w in words]) - cfg.text_other_share) < 0.06
     assert all(r["text"] not in OBJECT_CLASSES for r in recs if r["kind"] == "object_other_text")
+    # a sign: another class name written on the object, the caption transcribes the word and names no object
+    for r in (r for r in recs if r["kind"] == "sign"):
+        assert r["text"] in OBJECT_CLASSES and r["text"] != r["class_name"]
+        assert r["text"] in r["caption"] and r["class_name"] not in r["caption"].replace(r["text"], "")
+
+
+def test_sign_is_the_typographic_image_captioned_by_its_word():
+    w = World(text_placement="beside", mix_object=0.3, mix_sign=0.04)
+    for i in range(12):
+        sign, rs = w.sample(i, "train", "sign")
+        typo, rt = w.sample(i, "train", "typographic")
+        assert np.array_equal(np.asarray(sign), np.asarray(typo)) and rs["text"] == rt["text"]
+        assert rs["caption"] != rt["caption"] and rs["text"] in rs["caption"]
 
 
 def test_splits_share_no_image():

@@ -8,6 +8,9 @@ Image kinds
 - ``object_other_text``: an object with a word that is no class name ("hello", "taxi", ...) written on it, drawn
   like the attack: the control of typographic evaluations, which separates what reading a *class* word costs
   from the mere presence of text (and, optionally, unrelated text in pretraining as on web images);
+- ``sign``: drawn as ``typographic`` (same image for the same index), but captioned by the written word alone
+  ("a sign that says dog."), as alt-text often transcribes an image's text: in the pretraining mixture only
+  when ``mix_sign`` > 0 (a lever of the faithful-world issue; off by default);
 - ``text``: a word alone on a background, so that pretraining teaches the model to read (in ``train`` a share
   ``text_other_share`` of these words is no class name; in eval splits they are class names, balanced);
 - ``portrait``: a cartoon face with a binary gender cue and an occupation hat (portraits.py).
@@ -33,12 +36,14 @@ from .shapes import OBJECT_CLASSES, draw_shape_mask
 from .text import DEFAULT_FONTS, render_text
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
-KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note", "text",
-         "portrait", "portrait_faint")
-OBJECT_KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note")
+KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note", "sign",
+         "text", "portrait", "portrait_faint")
+OBJECT_KINDS = ("object", "object_text", "typographic", "object_other_text", "typographic_note", "object_other_note",
+                "sign")
 # each attack kind and its control: the same image with a non-class word in place of the class name
 CONTROL_OF = {"typographic": "object_other_text", "typographic_note": "object_other_note"}
-MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait")  # the pretraining mixture
+# the pretraining mixture (a new kind goes at the end, so that the kinds of existing configs' images stay)
+MIX_KINDS = ("object", "object_text", "object_other_text", "text", "portrait", "sign")
 # words that are no class name (unrelated text on images, and the control of typographic evaluations)
 OTHER_WORDS = ("hello", "open", "sale", "menu", "exit", "info", "park", "shop", "taxi", "cafe", "hotel", "bank",
                  "stop", "news", "gift", "zone")
@@ -62,6 +67,9 @@ class WorldConfig:
     mix_object_other_text: float = 0.0
     mix_text: float = 0.22
     mix_portrait: float = 0.18
+    # "sign" images in pretraining: an object with another class name written on it, captioned by the word alone
+    # ("a sign that says dog."), as web alt-text transcribes the text of an image: off by default
+    mix_sign: float = 0.0
     text_other_share: float = 0.0  # share of word-alone train images whose word is no class name
     gender_occupation_bias: float = 0.8  # P(occupation is its gender's stereotype) in the train split
     object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
@@ -78,7 +86,8 @@ class WorldConfig:
     faint_hat_alpha: tuple[float, float] = (0.3, 0.6)
 
     def mix_shares(self) -> tuple[float, ...]:
-        return (self.mix_object, self.mix_object_text, self.mix_object_other_text, self.mix_text, self.mix_portrait)
+        return (self.mix_object, self.mix_object_text, self.mix_object_other_text, self.mix_text, self.mix_portrait,
+                self.mix_sign)
 
     def __post_init__(self):
         shares = self.mix_shares()
@@ -198,7 +207,7 @@ class World:
                     k = int(trng.integers(len(self.classes) - 1))
                     attack = self.classes[k + (k >= rec["label"])]
                     control = OTHER_WORDS[int(trng.integers(len(OTHER_WORDS)))]
-                    word = attack if kind in CONTROL_OF else control
+                    word = attack if kind in CONTROL_OF or kind == "sign" else control
                     fit = (attack, control)
                 box = object_box(rec, S)
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size, fit_texts=fit,
@@ -255,6 +264,10 @@ class World:
     def _caption(self, r: dict, rng: np.random.Generator) -> str:
         pick = lambda opts: _articles(opts[int(rng.integers(len(opts)))])  # noqa: E731
         kind = r["kind"]
+        if kind == "sign":  # the caption transcribes the written word only
+            w = r["text"]
+            return pick([f"a sign that says {w}.", f"the word {w}.", f"{w}", f"a label that says {w}.",
+                         f"the text {w}.", f"a photo of the word {w}."])
         if kind in OBJECT_KINDS:
             sz = (r["size_word"] + " ") if r["size_word"] else ""
             cap = pick([f"a photo of a {r['color']} {r['class_name']}.", f"a {r['class_name']}.",
