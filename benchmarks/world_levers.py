@@ -52,6 +52,11 @@ VARIANTS: dict[str, dict] = {
                        "world.object_size": (0.16, 0.28), "world.mix_object": 0.20, "world.mix_object_text": 0.20,
                        "world.mix_object_other_text": 0.10, "world.mix_text": 0.24, "world.mix_sign": 0.08,
                        "world.text_other_share": 0.15, "early_steps": 600},
+    # D with more unrelated words on objects (so that text by itself costs less) and more signs
+    "E_signs_more_other": {"world.text_size": (0.22, 0.34), "world.text_placement": "beside",
+                           "world.object_size": (0.16, 0.28), "world.mix_object": 0.14, "world.mix_object_text": 0.18,
+                           "world.mix_object_other_text": 0.18, "world.mix_text": 0.22, "world.mix_sign": 0.10,
+                           "world.text_other_share": 0.15, "early_steps": 600},
     "mid_on_object_other": {"world.text_size": (0.16, 0.26), "world.text_placement": "object",
                             "world.mix_object": 0.28, "world.mix_object_text": 0.20, "world.mix_object_other_text": 0.12,
                             "world.text_other_share": 0.2},
