@@ -187,7 +187,8 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
     for mf in sorted((out_dir / "metrics").glob("*.json")):
         m = json.loads(mf.read_text()).get("machine")
         if m:
-            machines.setdefault(tuple(str(m.get(k)) for k in ("precision", "gpu", "cpu", "cpu_bf16_native", "torch")), m)
+            key = tuple(str(m.get(k)) for k in ("precision", "gpu", "cpu", "cpu_bf16_native", "torch"))
+            machines.setdefault(key, m)
     for m in machines.values():
         lines += [f"Computed in **{m['precision']}** on {m.get('gpu') or m['cpu']} (native bf16: "
                   f"{m['cpu_bf16_native']}; torch {m['torch']}): {m['precision_reason']}. Another machine that "

@@ -96,8 +96,8 @@ _OMIT_AT_DEFAULT: dict = {"loss": "clip", "gca_eps": 0.25, "gca_iters": 10, "gca
 # fields removed since, with their value then, so that the keys of weights trained before stay the same (the
 # precision is now chosen per machine and recorded in the weights' JSON log, like the device)
 _REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
-_WORLD_OMIT_AT_DEFAULT: dict = {"mix_sign": 0.0, "mix_object_other_text": 0.0, "text_other_share": 0.0, "text_placement": "anywhere",
-                                "faint_hat_alpha": (0.3, 0.6)}
+_WORLD_OMIT_AT_DEFAULT: dict = {"mix_sign": 0.0, "mix_object_other_text": 0.0, "text_other_share": 0.0,
+                                "text_placement": "anywhere", "faint_hat_alpha": (0.3, 0.6)}
 
 PRETRAIN_PROFILES = {
     "full": {},
