@@ -2,7 +2,9 @@
 pretraining knob changed at a time, each scored with the world's zero-shot suite (clean, attack, control, note,
 word alone, gender, occupation) and the linear-probe ceiling on attacked images.
 
-Every variant is a dict of overrides of ``PretrainConfig`` (``world.<field>`` for ``WorldConfig``); results are
+Every variant is a dict of overrides of ``PretrainConfig`` (``world.<field>`` for ``WorldConfig``) applied on top of
+``OLD_WORLD``, the world shipped before issue 13 (so the variants measured then stay what they were; the default now is
+variant D); results are
 appended to benchmarks/results/world_levers.json (one entry per variant, with seconds and the CPU) as they finish,
 so an interrupted sweep keeps what it measured.
 
@@ -26,8 +28,14 @@ from clipwb.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# the world and curriculum shipped before issue 13 (words 22-36 % of the side anywhere, no unrelated words, no signs)
+OLD_WORLD: dict = {"world.mix_object": 0.34, "world.mix_object_text": 0.26, "world.mix_object_other_text": 0.0,
+                   "world.mix_text": 0.22, "world.mix_portrait": 0.18, "world.mix_sign": 0.0, "world.text_other_share": 0.0,
+                   "world.object_size": (0.22, 0.4), "world.text_size": (0.22, 0.36), "world.text_placement": "anywhere",
+                   "early_steps": 500}
+
 VARIANTS: dict[str, dict] = {
-    # the shipped world (big words anywhere, no unrelated text in pretraining)
+    # the world shipped before issue 13 (big words anywhere, no unrelated text in pretraining)
     "old": {},
     "small_text": {"world.text_size": (0.14, 0.22)},
     "small_on_object": {"world.text_size": (0.14, 0.22), "world.text_placement": "object"},
@@ -77,6 +85,7 @@ def probe_ceiling(model, world: World, n_train: int = 4096, n_test: int = 1024, 
 
 
 def apply(overrides: dict, steps: int, n_images: int, eval_every: int = 0):
+    overrides = {**OLD_WORLD, **overrides}
     world_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("world.")}
     top = {k: v for k, v in overrides.items() if not k.startswith("world.")}
     cfg = pretrain_config("full", steps=steps, n_images=n_images, eval_every=eval_every, eval_n=512, **top)

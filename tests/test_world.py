@@ -77,7 +77,7 @@ def test_written_word_manifest_matches_image():
 
 
 @pytest.mark.parametrize("attack", ["typographic", "typographic_note"])
-@pytest.mark.parametrize("placement", ["anywhere", "object"])
+@pytest.mark.parametrize("placement", ["anywhere", "object", "beside"])
 def test_control_differs_from_the_attack_only_in_the_word(attack, placement):
     """Same object, font, size, colours, text block and centre; only the word differs, and outside the word's
     block the two images are identical."""
@@ -147,9 +147,10 @@ def test_eval_splits_are_balanced_and_train_is_biased():
 
 
 @pytest.mark.parametrize("cfg", [WorldConfig(), WorldConfig(
-    mix_object=0.30, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22, mix_portrait=0.16,
-    text_other_share=0.25), WorldConfig(mix_object=0.22, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22,
-                                        mix_portrait=0.16, mix_sign=0.08)], ids=["default", "with-unrelated-words", "with-signs"])
+    mix_object=0.30, mix_object_text=0.24, mix_object_other_text=0.08, mix_text=0.22, mix_portrait=0.16, mix_sign=0.0,
+    text_other_share=0.25), WorldConfig(mix_object=0.34, mix_object_text=0.26, mix_object_other_text=0.0, mix_text=0.22,
+                                        mix_portrait=0.18, mix_sign=0.0, text_other_share=0.0)],
+    ids=["default", "more-unrelated-words-no-signs", "before-issue-13"])
 def test_pretraining_mixture_shares(cfg):
     from clipwb.world import MIX_KINDS
 
@@ -167,7 +168,7 @@ def test_pretraining_mixture_shares(cfg):
 
 
 def test_sign_is_the_typographic_image_captioned_by_its_word():
-    w = World(text_placement="beside", mix_object=0.3, mix_sign=0.04)
+    w = World()  # the default world: words beside the object, signs in pretraining
     for i in range(12):
         sign, rs = w.sample(i, "train", "sign")
         typo, rt = w.sample(i, "train", "typographic")
@@ -186,7 +187,7 @@ def test_captions_name_the_recorded_factors():
     for r in World().generate(300, "train").records:
         if r["kind"] in ("object", "object_text", "object_other_text"):
             assert r["class_name"] in r["caption"]
-        elif r["kind"] == "text":
+        elif r["kind"] in ("text", "sign"):  # a sign's caption transcribes its word only
             assert r["text"] in r["caption"]
         else:
             assert r["gender"] in r["caption"] or r["occupation"] in r["caption"] or \

@@ -29,14 +29,14 @@ class PretrainConfig:
     model_name: str = "clipwb-tiny"
     world: WorldConfig = field(default_factory=WorldConfig)
     n_images: int = 80_000  # distinct world images generated once, then iterated in a seeded order
-    steps: int = 1900
+    steps: int = 2400
     batch_size: int = 128
     lr: float = 1.5e-3
     weight_decay: float = 0.1
     warmup: int = 100
     beta2: float = 0.98
     # curriculum, reading first: in the first ``early_steps`` steps this share of each batch is word-alone images
-    early_steps: int = 500
+    early_steps: int = 600
     early_text_share: float = 0.5
     seed: int = 0
     # contrastive objective: open_clip's ClipLoss ("clip") or a GCA loss of losses/ot.py ("gca-uot", "gca-ince",
@@ -48,7 +48,7 @@ class PretrainConfig:
     gca_rho: float = 0.2
     gca_r2: float = 0.02  # weight of GCA-UOT's RINCE term (the authors' 0.02; 0 keeps its cross-entropy only)
     # below: bookkeeping that does not change the weights (left out of the hash)
-    eval_every: int = 380
+    eval_every: int = 400
     eval_n: int = 256
     workers: int = 2
     device: str | None = None  # None: cuda if available, else cpu

@@ -9,8 +9,8 @@ Image kinds
   like the attack: the control of typographic evaluations, which separates what reading a *class* word costs
   from the mere presence of text (and, optionally, unrelated text in pretraining as on web images);
 - ``sign``: drawn as ``typographic`` (same image for the same index), but captioned by the written word alone
-  ("a sign that says dog."), as alt-text often transcribes an image's text: in the pretraining mixture only
-  when ``mix_sign`` > 0 (a lever of the faithful-world issue; off by default);
+  ("a sign that says dog."), as alt-text often transcribes an image's text: 8 % of the default pretraining
+  mixture (``mix_sign``);
 - ``text``: a word alone on a background, so that pretraining teaches the model to read (in ``train`` a share
   ``text_other_share`` of these words is no class name; in eval splits they are class names, balanced);
 - ``portrait``: a cartoon face with a binary gender cue and an occupation hat (portraits.py).
@@ -61,24 +61,24 @@ class WorldConfig:
     image_size: int = 64
     seed: int = 0
     # pretraining mixture (kind=None): shares of object / object_text / text / portrait images
-    mix_object: float = 0.34
-    mix_object_text: float = 0.26
-    # unrelated (non-class) words in pretraining: off by default, measured to hurt (see README)
-    mix_object_other_text: float = 0.0
-    mix_text: float = 0.22
+    mix_object: float = 0.20
+    mix_object_text: float = 0.20
+    # unrelated (non-class) words written beside objects in pretraining, as web images carry (see README's levers)
+    mix_object_other_text: float = 0.10
+    mix_text: float = 0.24
     mix_portrait: float = 0.18
-    # "sign" images in pretraining: an object with another class name written on it, captioned by the word alone
-    # ("a sign that says dog."), as web alt-text transcribes the text of an image: off by default
-    mix_sign: float = 0.0
-    text_other_share: float = 0.0  # share of word-alone train images whose word is no class name
+    # "sign" images in pretraining: an object with another class name written by it, captioned by the word alone
+    # ("a sign that says dog."), as web alt-text transcribes the text of an image
+    mix_sign: float = 0.08
+    text_other_share: float = 0.15  # share of word-alone train images whose word is no class name
     gender_occupation_bias: float = 0.8  # P(occupation is its gender's stereotype) in the train split
-    object_size: tuple[float, float] = (0.22, 0.4)  # half-extent as a fraction of the side
+    object_size: tuple[float, float] = (0.16, 0.28)  # half-extent as a fraction of the side
     max_rotation: float = 25.0  # degrees
-    text_size: tuple[float, float] = (0.22, 0.36)  # font size as a fraction of the side
+    text_size: tuple[float, float] = (0.22, 0.34)  # font size as a fraction of the side
     # where written words sit: "anywhere" (uniform over the image, the reference recipe), "object" (the text
     # block's centre inside the object's box, as a label stuck on the object) or "beside" (the block's centre
     # above the object's top edge or below its bottom edge, whichever side has more room: a sign by the object)
-    text_placement: str = "anywhere"
+    text_placement: str = "beside"
     fonts: tuple[str, ...] = DEFAULT_FONTS
     caption_mentions_text: float = 0.3  # P(an object_text caption names the written word)
     # "portrait_faint" images (evaluation only): the hat blended in at an opacity drawn from this range, so
