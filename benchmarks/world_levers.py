@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipwb.evaluation.zeroshot import encode_images, world_zero_shot_suite
-from clipwb.io import atomic_write_text
+from clipwb.evaluation.zeroshot import world_zero_shot_suite
+from clipwb.models.inputs import encode_images
+from clipwb.fileio import atomic_write_text
 from clipwb.precision import cpu_info
 from clipwb.training.pretrain import pretrain, pretrain_config
 from clipwb.world import World

@@ -19,7 +19,7 @@ def _eval(args) -> int:
     _check_count("--n", args.n, bytes_each=2 * 3 * world.config.image_size ** 2)
     t0 = time.time()
     torch.manual_seed(args.seed)
-    lm = load_model(args.model, args.device, cache=args.cache_dir, progress=False)
+    lm = load_model(args.model, args.device, cache=args.cache_dir)
     kind = "object" if args.attack == "none" else "typographic"
     data = world.generate(args.n, args.split, kind)
     logits = zero_shot_logits(lm.model, lm.tokenizer, data.images, world.classes)
@@ -34,10 +34,10 @@ def _eval(args) -> int:
 
 def _pretrain(args) -> int:
     from .config import load_yaml
-    from .io import check_writable_dir
-    from .models import ensure_tiny_weights, tiny_weights_path
-    from .models.loading import WEIGHTS_DIR, cache_dir, check_device
-    from .training.pretrain import pretrain_config
+    from .fileio import cache_dir, check_writable_dir
+    from .models import set_default_tiny_key, tiny_weights_key, tiny_weights_path
+    from .models.loading import WEIGHTS_DIR, check_device
+    from .training.pretrain import ensure_tiny_weights, pretrain_config
 
     cfg = pretrain_config(args.profile)
     if args.config:
@@ -46,12 +46,15 @@ def _pretrain(args) -> int:
         check_device(cfg.device)
     if not args.ship:
         check_writable_dir(cache_dir(args.cache_dir), "--cache-dir")
-    path, exists = tiny_weights_path(cfg, args.cache_dir)
+    key = tiny_weights_key(cfg)
+    path, exists = tiny_weights_path(key, args.cache_dir, cfg.model_name)
     if exists and not args.force:
         print(json.dumps({"weights": str(path), "trained": False}))
         return 0
     path = ensure_tiny_weights(cfg, WEIGHTS_DIR if args.ship else args.cache_dir, progress=not args.no_progress,
                                force=True)
+    if args.ship:  # `tiny` now means these weights (weights/index.json)
+        set_default_tiny_key(key, cfg.model_name)
     log = json.loads(path.with_suffix(".json").read_text())
     print(json.dumps({"weights": str(path), "trained": True, "pretrain_seconds": log["pretrain_seconds"],
                       **log.get("final", {})}))
@@ -67,8 +70,8 @@ def _train_po(args) -> int:
 
     from .config import load_yaml
     from .data.sets import AttackSetsConfig, attack_arrays
-    from .io import check_writable_dir
-    from .models.loading import cache_dir, check_device
+    from .fileio import cache_dir, check_writable_dir
+    from .models.loading import check_device
     from .evaluation.typographic import po_eval
     from .models import load_model
     from .training.po_trainer import po_config, train_po
@@ -103,7 +106,7 @@ def _train_po(args) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    lm = load_model(args.model, device, cache=args.cache_dir, progress=False)
+    lm = load_model(args.model, device, cache=args.cache_dir)
     world = World(seed=args.seed) if args.data == "world" else None
     if world is not None:
         _check_count("--n-train", args.n_train * (1 + args.k), bytes_each=3 * world.config.image_size ** 2)
@@ -223,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_count(option: str, n: int, bytes_each: int = 0) -> None:
     """A count option must be >= 1 and, when it sizes arrays held in memory, fit in the memory available."""
-    from .io import check_memory
+    from .fileio import check_memory
 
     if n < 1:
         raise ValueError(f"{option} must be >= 1, got {n}")

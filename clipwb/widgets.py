@@ -162,7 +162,7 @@ def demo_from_world(model: str = "tiny", n: int = 256, steps: int = 300, seed: i
     from .steering.linear import LinearMapConfig
     from .world import World, WorldConfig
 
-    lm = load_model(model, progress=False)
+    lm = load_model(model)
     cd = concept_data(lm, World(WorldConfig(seed=seed)), n, "val")
     cfg = LinearMapConfig(steps=steps, seed=seed)
     fams = {"written text": train_concept_map(cd, "typographic", cfg)[0],

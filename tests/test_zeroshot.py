@@ -45,7 +45,7 @@ def test_shipped_tiny_clip_meets_the_issue_targets(tiny):
 def test_zero_shot_logits_accept_precomputed_features(tiny):
     data = World().generate(8, "test", "object")
     a = zero_shot_logits(tiny.model, tiny.tokenizer, data.images, World.classes)
-    from clipwb.evaluation.zeroshot import encode_images
+    from clipwb.models.inputs import encode_images
 
     b = zero_shot_logits(tiny.model, tiny.tokenizer, None, World.classes,
                          image_features=encode_images(tiny.model, data.images))

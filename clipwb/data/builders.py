@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import config_hash
-from ..io import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text
 from ..world.text import check_glyphs
 from .typographic import TypoRenderConfig, check_classes, check_pool, control_words_for, make_attack
 

@@ -91,7 +91,7 @@ def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:
     attacked and clean images. A diagnostic of what a defence that does not change the features could reach."""
     from sklearn.linear_model import LogisticRegression
 
-    from .zeroshot import encode_images
+    from ..models.inputs import encode_images
 
     f_tr = encode_images(model, sets["train"]["typo"]).cpu().numpy()
     clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(f_tr, sets["train"]["true"])
@@ -107,7 +107,7 @@ def world_probe_ceiling(model, world, n_train: int = 4096, n_test: int = 1024, C
     How much of the object survives the written word in the features, i.e. the room a defence has."""
     from sklearn.linear_model import LogisticRegression
 
-    from .zeroshot import encode_images
+    from ..models.inputs import encode_images
 
     tr = world.generate(n_train, "train", "typographic")
     te = world.generate(n_test, "test", "typographic")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..evaluation.bias import mean_max_skew, occupation_gap, per_group_accuracy, stereotype_error_rate
-from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_text_features, encode_images
+from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_text_features
+from ..models.inputs import encode_images
 from ..world.portraits import STEREOTYPE
 from .linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import config_hash, with_overrides
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
 from .schedule import warmup_cosine
 

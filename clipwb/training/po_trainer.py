@@ -42,8 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import with_overrides
-from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor, template_mean
-from ..io import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
+from ..evaluation.zeroshot import OBJECT_TEMPLATES, template_mean
+from ..models.inputs import images_to_tensor
+from ..fileio import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
 from ..losses.po import DEFAULT_BETA, KTO_Z0, METHODS, po_loss, policy_logprobs
 from ..precision import Precision, check_precision, resolve_precision
 from .schedule import warmup_cosine
