@@ -131,6 +131,33 @@ def _train_po(args) -> int:
     return 0
 
 
+def _build_typo(args) -> int:
+    from pathlib import Path
+
+    from .data.sets import AttackSetsConfig, build_attack_sets, source_items
+    from .fileio import check_writable_dir
+    from .world import World
+
+    for opt, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--k", args.k), ("--k-test", args.k_test)):
+        _check_count(opt, v)
+    if args.data != "world" and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder; pass 'world' or an image-folder root laid out "
+                                f"as root/<class>/<image>.jpg|png")
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    cfg = AttackSetsConfig(k=args.k, k_test=args.k_test, seed=args.seed, word_frac=args.heldout_word_frac,
+                           image_size=None if args.data == "world" else args.image_size, note=not args.no_note)
+    world = World(seed=args.seed) if args.data == "world" else None
+    train, test, classes = source_items(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
+                                        classes_file=args.classes_file, seed=args.seed, progress=not args.no_progress)
+    builds = build_attack_sets(train, test, classes, out, cfg, world=world, progress=not args.no_progress)
+    print(json.dumps({name: {"dir": str(b.out_dir), "manifest": str(b.out_dir / "manifest.csv"), "n_images": b.n_images,
+                             "n_variants": b.n_variants, "skipped_corrupt": len(b.skipped_corrupt),
+                             "reused": b.already_done, "build_seconds": round(b.build_seconds, 2)}
+                      for name, b in builds.items()}))
+    return 0
+
+
 def _report(args) -> int:
     from .reports import NotebookFailed, run_reports
 
@@ -211,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     _add_common(po)
     po.set_defaults(func=_train_po)
+
+    b = sub.add_parser("build-typo", formatter_class=_Help,
+                       help="build the typographic sets (train, test, test_heldout with unseen fonts and words, "
+                            "test_note) with their manifests into a folder; cached by config, resumable")
+    b.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
+    b.add_argument("--out", required=True, help="folder for the sets (one subfolder per set and config hash)")
+    b.add_argument("--classes-file", default=None,
+                   help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
+    b.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
+    b.add_argument("--n-train", type=int, default=1000, help="training source images (folders: at most)")
+    b.add_argument("--n-test", type=int, default=256, help="held-out source images (folders: at most)")
+    b.add_argument("--k", type=int, default=1, help="typographic variants per training image")
+    b.add_argument("--k-test", type=int, default=1, help="typographic variants per held-out image")
+    b.add_argument("--heldout-word-frac", type=float, default=0.25,
+                   help="share of class names held out as written words of the test_heldout set")
+    b.add_argument("--no-note", action="store_true", help="skip the note-style held-out set")
+    b.add_argument("--seed", type=int, default=0, help="world and attack seed")
+    _add_common(b, cache=False)
+    b.set_defaults(func=_build_typo)
 
     r = sub.add_parser("report", formatter_class=_Help,
                        help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
