@@ -1,5 +1,5 @@
 """Zero-shot metrics of a typographic-attack set: clean top-1, typographic top-1 (against the true class) and the
-attack-success rate (share of attacked images predicted as the written word; spec po_clip.md, "Evaluation")."""
+attack-success rate (share of attacked images predicted as the written word; as in Afzali et al., ICLR 2025)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +30,7 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
 
 def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=OBJECT_TEMPLATES) -> float:
     """mean_i KL(pi_ref(.|x_i) || pi_theta(.|x_i)) on clean images, each policy at its own logit scale and with its
-    own class embeddings (spec po_clip.md, "Evaluation")."""
+    own class embeddings (Afzali et al., ICLR 2025)."""
     import torch
 
     def logp(m):
@@ -70,7 +70,7 @@ def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJ
 
 
 def recovery(after: dict, before: dict) -> dict:
-    """The share of the reading damage a defence undoes, per attack family (issue 13):
+    """The share of the reading damage a defence undoes, per attack family:
     recovery<suffix> = (typo_top1 after - typo_top1 before) / (control_top1 before - typo_top1 before), where
     "before" is the pretrained model and its control top-1 (a non-class word written the same way) is what the
     attacked images would score if the written class name cost no more than any text. 1 = all the damage undone,

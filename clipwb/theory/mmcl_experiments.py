@@ -1,5 +1,5 @@
-"""Notebook 06's experiments (spec mmcl.md): robustness of MMCL vs the unimodal baseline and PCA, unpaired data
-(Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the real-image
+"""Notebook 06's experiments (Nakada et al., AISTATS 2023): robustness of MMCL vs the unimodal baseline and
+PCA, unpaired data (Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the real-image
 experiments with scikit-learn's digits as one modality and the embedded world's shapes (class k <-> shape k) as the
 other (MNIST <-> Fashion-MNIST from a local torchvision root when given).
 """
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import mmcl as M
 
-# values read off the paper (spec mmcl.md)
+# values read off the paper (Nakada et al., AISTATS 2023)
 PAPER = {
     "closed_form": {"n500_p0": 0.25, "n5000_p0": 0.08, "n50000_p0": 0.024, "n50000_p0.5": 0.048,
                     "n50000_p0.8": 0.124, "unimodal": 0.27},

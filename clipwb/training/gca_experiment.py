@@ -1,5 +1,5 @@
-"""GCA experiments on the embedded world (issue 6, notebook 05): small encoders trained with INCE, RINCE,
-GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or CLIP-style (image and
+"""GCA experiments on the embedded world (notebook 05; Chen et al., NeurIPS 2024): small encoders trained with
+INCE, RINCE, GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or CLIP-style (image and
 caption), under clean or noisy positives, then measured with a frozen-feature linear probe, zero-shot accuracy
 (CLIP), alignment and uniformity (Wang & Isola 2020) and time per epoch.
 
@@ -394,7 +394,7 @@ def summarise(results: list[dict], by: tuple[str, ...] = ("task", "method", "noi
 
 
 # -- the notebook's experiments -----------------------------------------------------------------------------------
-# linear-probe top-1 (%) reported in the paper (spec gca.md): ResNet-18/50, 500/200 epochs
+# linear-probe top-1 (%) reported by Chen et al. (NeurIPS 2024, arXiv 2502.20141): ResNet-18/50, 500/200 epochs
 PAPER_HEADLINES = {
     "CIFAR-10": {"ince": 92.01, "gca-ince": 92.36, "gca-rince": 92.09, "gca-uot": 92.61},
     "CIFAR-100": {"ince": 74.84, "gca-uot": 77.60},

@@ -1,5 +1,5 @@
-"""Preference-optimisation training of CLIP against typographic attacks (spec po_clip.md): DPO, IPO, KTO and the
-cross-entropy baseline, in a plain loop.
+"""Preference-optimisation training of CLIP against typographic attacks (Afzali et al., ICLR 2025): DPO, IPO, KTO
+and the cross-entropy baseline, in a plain loop.
 
 One step, for a batch of B pairs (typographic image x', true class y_w, written class y_l, clean image x):
 policy log-probs over the C class prompts for x' and x (one pass of the image tower over 2B images; B for CE),
