@@ -1,5 +1,5 @@
-"""Optimal-transport contrastive losses (Chen et al., "Your contrastive learning problem is secretly a
-distribution alignment problem", NeurIPS 2024), starting with the solver: a batched log-domain Sinkhorn for square and
+"""Optimal-transport contrastive losses (Chen et al., "Your contrastive learning problem is secretly a distribution
+alignment problem", NeurIPS 2024), starting with the solver: a batched log-domain Sinkhorn for square and
 rectangular kernels, balanced and unbalanced, differentiable through its unrolled iterations.
 
 Notation: log_k = log K (e.g. s = cos / eps, or -C / eps), row marginal a (n), column marginal b (m). The plan is

@@ -1,7 +1,7 @@
-"""Notebook 06's experiments (Nakada et al., AISTATS 2023): robustness of MMCL vs the unimodal baseline and
-PCA, unpaired data (Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the
-real-image experiments with scikit-learn's digits as one modality and the embedded world's shapes (class k <-> shape k) as the
-other (MNIST <-> Fashion-MNIST from a local torchvision root when given).
+"""Notebook 06's experiments (Nakada et al., AISTATS 2023): robustness of MMCL vs the unimodal baseline and PCA,
+unpaired data (Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the
+real-image experiments with scikit-learn's digits as one modality and the embedded world's shapes (class k <-> shape
+k) as the other (MNIST <-> Fashion-MNIST from a local torchvision root when given).
 """
 from __future__ import annotations
 

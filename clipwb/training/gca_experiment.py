@@ -1,6 +1,6 @@
-"""GCA experiments on the embedded world (notebook 05; Chen et al., NeurIPS 2024): small encoders trained with
-INCE, RINCE, GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or
-CLIP-style (image and caption), under clean or noisy positives, then measured with a frozen-feature linear probe, zero-shot accuracy
+"""GCA experiments on the embedded world (notebook 05; Chen et al., NeurIPS 2024): small encoders trained with INCE,
+RINCE, GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or CLIP-style (image
+and caption), under clean or noisy positives, then measured with a frozen-feature linear probe, zero-shot accuracy
 (CLIP), alignment and uniformity (Wang & Isola 2020) and time per epoch.
 
 Data: the world's ``object`` images (16 classes, 6 background styles: the *domain* label used by the domain-aware
