@@ -23,7 +23,7 @@ from ..evaluation.bias import mean_max_skew, occupation_gap, per_group_accuracy,
 from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_text_features
 from ..models.inputs import encode_images
 from ..world.portraits import STEREOTYPE
-from .linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
+from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from clipwb.config import ConfigError
 from clipwb.losses.ot import gca_loss
-from clipwb.training import gca_experiment as G
+from clipwb.experiments import gca as G
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clipwb.steering.experiments import (concept_data, evaluate, linear_probes, stereotyped_sets, sweep_t,
+from clipwb.experiments.concepts import (concept_data, evaluate, linear_probes, stereotyped_sets, sweep_t,
                                          train_concept_map, _pairs_mitigation)
 from clipwb.steering.linear import LinearMapConfig
 from clipwb.world import World

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..config import config_hash, with_overrides
 from ..fileio import atomic_write_text
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
-from .schedule import warmup_cosine
+from ..training.schedule import warmup_cosine
 
 METHODS = GCA_METHODS
 
@@ -394,14 +394,6 @@ def summarise(results: list[dict], by: tuple[str, ...] = ("task", "method", "noi
 
 
 # -- the notebook's experiments -----------------------------------------------------------------------------------
-# linear-probe top-1 (%) reported by Chen et al. (NeurIPS 2024, arXiv 2502.20141): ResNet-18/50, 500/200 epochs
-PAPER_HEADLINES = {
-    "CIFAR-10": {"ince": 92.01, "gca-ince": 92.36, "gca-rince": 92.09, "gca-uot": 92.61},
-    "CIFAR-100": {"ince": 74.84, "gca-uot": 77.60},
-    "ImageNet-100": {"ince": 73.01, "gca-uot": 74.09},
-    "CIFAR-10 noisy views": {"ince": 82.03, "gca-uot": 83.18},
-    "CIFAR-10C": {"ince": 70.07, "gca-uot": 71.45},
-}
 
 
 def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares=(0.0, 0.3), seeds=(0, 1),

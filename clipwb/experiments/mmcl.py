@@ -13,17 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import mmcl as M
-
-# values read off the paper (Nakada et al., AISTATS 2023)
-PAPER = {
-    "closed_form": {"n500_p0": 0.25, "n5000_p0": 0.08, "n50000_p0": 0.024, "n50000_p0.5": 0.048,
-                    "n50000_p0.8": 0.124, "unimodal": 0.27},
-    "fig2": {100: (2.32, 1.77), 200: (1.95, 1.30), 500: (1.28, 0.78)},  # sin Theta at N/n = 0 and 15
-    "fig2_svd_optimum": {100: 0.56, 200: 0.39, 500: 0.25},
-    "table1": {"none": {0.1: 0.684, 0.2: 0.628, 0.3: 0.159}, "k10": {0.1: 0.675, 0.2: 0.672, 0.3: 0.662}},
-    "fig3": {"paired_only": 0.59, "with_unpaired": 0.645, "oracle": 0.73},
-}
+from ..theory import mmcl as M
 
 
 # -- 2: robustness ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..evaluation.typographic import po_eval, recovery
-from .po_trainer import po_config, train_po
+from ..training.po_trainer import po_config, train_po
 
 
 @dataclass
