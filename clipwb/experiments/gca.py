@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import profiles
 from ..config import config_hash, with_overrides
 from ..fileio import atomic_write_text
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
@@ -81,17 +82,8 @@ class GCAConfig:
             raise ValueError("the alpha/beta target plan is implemented for the simclr task")
 
 
-GCA_PROFILES = {
-    "full": {},
-    "quick": {"n_train": 256, "n_test": 128, "epochs": 2, "batch_size": 64, "warmup": 1, "width": 8,
-              "embed_dim": 16},
-}
-
-
 def gca_config(profile: str = "full", **overrides) -> GCAConfig:
-    if profile not in GCA_PROFILES:
-        raise ValueError(f"unknown GCA profile {profile!r}; use one of {list(GCA_PROFILES)}")
-    return with_overrides(GCAConfig(), {**GCA_PROFILES[profile], **overrides})
+    return with_overrides(GCAConfig(), {**profiles.profile("gca", profile), **overrides})
 
 
 # -- data -------------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import profiles
 from ..config import with_overrides
 from ..evaluation.zeroshot import OBJECT_TEMPLATES, template_mean
 from ..models.inputs import images_to_tensor
@@ -55,7 +56,7 @@ TRAIN_MODES = ("image", "all", "last_k", "linear_head")
 @dataclass(frozen=True)
 class POConfig:
     """Defaults = the reference settings (Adamax lr 2e-5, cosine to 0, no warmup, 512 pairs, 3 epochs, seed 0,
-    drop_last, BMA over all iterates). ``PO_PROFILES["embedded"]`` holds the tiny model's own settings."""
+    drop_last, BMA over all iterates). ``clipwb.profiles.PROFILES["po"]["embedded"]`` holds the tiny model's own settings."""
     method: str = "dpo"
     beta: float | None = None  # None: the method's reference value (DPO 1.0, IPO 0.01, KTO 1.5)
     lam: float = 1.0  # weight of KL(pi_ref || pi_theta) on clean images; the reference ran 1.0 (CE: unused)
@@ -111,29 +112,11 @@ class POConfig:
         return DEFAULT_BETA[self.method] if self.beta is None else self.beta
 
 
-PO_PROFILES = {
-    "reference": {},
-    # the tiny CLIP of the embedded world (measured choices, see the README): a 50x larger learning rate with a
-    # 10-step warm-up (Adamax's first steps move every weight by ~lr; without warm-up the clean KL jumps to 6 nats
-    # at step 2 and DPO ends 3 points lower on clean images), smaller batches (more steps on fewer pairs)
-    "embedded": {"lr": 1e-3, "warmup": 10, "batch_size": 256, "epochs": 3},
-}
-# per-method overrides of a profile, applied by po_config when the method matches
-PO_PROFILE_METHODS = {
-    # IPO's reference beta 0.01 asks for a 50-nat margin: its unbounded squared loss swamps the KL term and the
-    # tiny model's clean top-1 falls from 0.92 to 0.62 (0.66 at lr 1e-4); with beta 0.1 (a 5-nat margin) and the
-    # warm-up, lam 1 costs 2.2 points of clean top-1 (typographic 0.375), lam 10 none (typographic 0.356)
-    "embedded": {"ipo": {"beta": 0.1, "lam": 10.0}},
-}
-
-
 def po_config(profile: str = "reference", **overrides) -> POConfig:
     """The profile's settings, its per-method settings for ``overrides["method"]``, then ``overrides``."""
-    if profile not in PO_PROFILES:
-        raise ValueError(f"unknown PO profile {profile!r}; use one of {list(PO_PROFILES)}")
-    method = overrides.get("method", POConfig.method)
-    per = PO_PROFILE_METHODS.get(profile, {}).get(method, {})
-    return with_overrides(POConfig(), {**PO_PROFILES[profile], **per, **overrides})
+    base = profiles.profile("po", profile)
+    per = profiles.profile("po_methods", profile).get(overrides.get("method", POConfig.method), {})
+    return with_overrides(POConfig(), {**base, **per, **overrides})
 
 
 # -- distributed helpers ---------------------------------------------------------------------------------------

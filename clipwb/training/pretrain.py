@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import profiles
 from ..config import config_hash, with_overrides
 from ..fileio import atomic_write_text, cache_dir
 from ..precision import cpu_info, resolve_precision
@@ -99,17 +100,8 @@ _REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
 _WORLD_OMIT_AT_DEFAULT: dict = {"mix_sign": 0.0, "mix_object_other_text": 0.0, "text_other_share": 0.0,
                                 "text_placement": "anywhere", "faint_hat_alpha": (0.3, 0.6)}
 
-PRETRAIN_PROFILES = {
-    "full": {},
-    # a seconds-long run for tests and smoke checks: same code path, far from the accuracy targets
-    "quick": {"n_images": 1024, "steps": 12, "batch_size": 32, "warmup": 2, "early_steps": 4, "eval_every": 0},
-}
-
-
 def pretrain_config(profile: str = "full", **overrides) -> PretrainConfig:
-    if profile not in PRETRAIN_PROFILES:
-        raise ValueError(f"unknown pretraining profile {profile!r}; use one of {list(PRETRAIN_PROFILES)}")
-    return with_overrides(PretrainConfig(), {**PRETRAIN_PROFILES[profile], **overrides})
+    return with_overrides(PretrainConfig(), {**profiles.profile("pretrain", profile), **overrides})
 
 
 def _param_groups(model, weight_decay: float):
