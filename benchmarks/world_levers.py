@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from clipwb.evaluation.zeroshot import world_zero_shot_suite
 from clipwb.models.inputs import encode_images

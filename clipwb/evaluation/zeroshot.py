@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.inputs import encode_images, images_to_tensor, model_device
+from ..models.inputs import encode_images, model_device
 
 OBJECT_TEMPLATES = ("a photo of a {}.", "a {}.", "a drawing of a {}.", "an icon of a {}.")
 PORTRAIT_TEMPLATES = ("a photo of a {}.", "a portrait of a {}.")

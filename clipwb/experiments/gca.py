@@ -16,7 +16,6 @@ are cached as JSON by config hash, so a re-run of the notebook resumes where it 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import profiles
-from ..config import config_hash, with_overrides
-from ..fileio import atomic_write_text
+from ..config import with_overrides
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
 from ..training.schedule import warmup_cosine
+from .cache import cached_json
 
 METHODS = GCA_METHODS
 
@@ -351,17 +350,9 @@ def evaluate_encoder(cfg: GCAConfig, model: SmallConvNet, data: ObjectData, text
 
 # -- grids with a per-run cache ---------------------------------------------------------------------------------
 def run_cached(cfg: GCAConfig, data: ObjectData, cache_dir: str | Path | None, progress: bool = True) -> dict:
-    """``train_gca`` with its result cached as ``<cache_dir>/<config hash>.json`` (written atomically)."""
-    if cache_dir is None:
-        return train_gca(cfg, data, progress)
-    path = Path(cache_dir) / f"gca-{config_hash(cfg)}.json"
-    if path.is_file():
-        res = json.loads(path.read_text())
-        res.setdefault("epoch_seconds_median", float(np.median(res["epoch_seconds"])))
-        return res
-    res = train_gca(cfg, data, progress)
-    atomic_write_text(path, json.dumps(res))
-    return res
+    """``train_gca`` through the run cache (``experiments.cache``, under ``cache_dir``; None: no cache), keyed by
+    the config (which fixes the data too)."""
+    return cached_json("gca", [cfg], lambda: train_gca(cfg, data, progress), cache_dir, enabled=cache_dir is not None)
 
 
 SUMMARY_KEYS = ("linear_probe_top1", "domain_probe_top1", "zero_shot_top1", "alignment", "uniformity",
