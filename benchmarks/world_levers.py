@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-
 from clipwb.evaluation.zeroshot import world_zero_shot_suite
 from clipwb.models.inputs import encode_images
 from clipwb.fileio import atomic_write_text
