@@ -14,6 +14,7 @@ Three maps, each trained by ``train_linear_map`` (DPO against the identity, KL k
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_te
 from ..models.inputs import encode_images
 from ..world.portraits import STEREOTYPE
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
+from .cache import cached_json, fingerprint
 
 
 @dataclass
@@ -128,13 +130,22 @@ CONCEPTS = {"typographic": _pairs_typographic, "gender_reverse": _pairs_gender_r
 
 
 def train_concept_map(cd: ConceptData, concept: str, cfg: LinearMapConfig | None = None,
-                      progress: bool = False) -> tuple[StrengthFamily, list[dict]]:
-    """Train the map of ``concept`` (one of CONCEPTS) on ``cd`` and return its strength family and log."""
+                      progress: bool = False, cache: bool = True) -> tuple[StrengthFamily, list[dict]]:
+    """Train the map of ``concept`` (one of CONCEPTS) on ``cd`` and return its strength family and log. With
+    ``cache`` the map and log are kept in the run cache under the hash of the concept, the config and the
+    embeddings and labels of ``cd`` (notebooks 03 and 04 train the same maps: the second reads them)."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; use one of {list(CONCEPTS)}")
-    feats, text, y_w, y_l, keep = CONCEPTS[concept](cd)
-    W, log = train_linear_map(feats, text, y_w, y_l, cd.scale, keep=keep, cfg=cfg, progress=progress)
-    return StrengthFamily(W), log
+    cfg = cfg or LinearMapConfig()
+
+    def run():
+        feats, text, y_w, y_l, keep = CONCEPTS[concept](cd)
+        W, log = train_linear_map(feats, text, y_w, y_l, cd.scale, keep=keep, cfg=cfg, progress=progress)
+        return {"W": W.detach().cpu().double().tolist(), "log": log}
+
+    key = [concept, dataclasses.asdict(cfg), fingerprint(cd.feats, cd.labels, cd.text, cd.classes, cd.scale)]
+    done = cached_json("concept-map", key, run, enabled=cache)  # float64 through JSON: exact
+    return StrengthFamily(torch.tensor(done["W"], dtype=torch.float64)), done["log"]
 
 
 def sweep_t(cd: ConceptData, family: StrengthFamily, ts) -> list[dict]:
