@@ -184,6 +184,19 @@ def _add_common(p: argparse.ArgumentParser, cache: bool = True) -> None:
                        help="clipwb cache (tiny weights, datasets, runs); default $CLIPWB_CACHE or ~/.cache/clipwb")
 
 
+def _add_data(p: argparse.ArgumentParser, n_train: int, n_test: int, k: int) -> None:
+    """The source and attack options that train-po and build-typo share."""
+    p.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
+    p.add_argument("--classes-file", default=None,
+                   help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
+    p.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
+    p.add_argument("--n-train", type=int, default=n_train, help="training source images (image folders: at most)")
+    p.add_argument("--n-test", type=int, default=n_test, help="held-out source images (image folders: at most)")
+    p.add_argument("--k", type=int, default=k, help="typographic variants per training image")
+    p.add_argument("--heldout-word-frac", type=float, default=0.25,
+                   help="share of class names held out as written words of the test_heldout set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipwb", description=__doc__, formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,15 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
     po.add_argument("--config", default=None, help="YAML file of POConfig overrides (option: value per line)")
     po.add_argument("--model", default="tiny", help=model_help)
-    po.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
-    po.add_argument("--classes-file", default=None,
-                    help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
-    po.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
-    po.add_argument("--n-train", type=int, default=4000, help="training source images")
-    po.add_argument("--n-test", type=int, default=1024, help="held-out source images")
-    po.add_argument("--k", type=int, default=3, help="typographic variants per training image")
-    po.add_argument("--heldout-word-frac", type=float, default=0.25,
-                    help="share of class names held out as written words of the test_heldout set")
+    _add_data(po, n_train=4000, n_test=1024, k=3)
     po.add_argument("--seed", type=int, default=0, help="world and attack seed (the training seed is in the config)")
     po.add_argument("--out", default=None, help="checkpoints, log and the final models (raw/, avg/)")
     po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
@@ -242,17 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-typo", formatter_class=_Help,
                        help="build the typographic sets (train, test, test_heldout with unseen fonts and words, "
                             "test_note) with their manifests into a folder; cached by config, resumable")
-    b.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
     b.add_argument("--out", required=True, help="folder for the sets (one subfolder per set and config hash)")
-    b.add_argument("--classes-file", default=None,
-                   help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
-    b.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
-    b.add_argument("--n-train", type=int, default=1000, help="training source images (folders: at most)")
-    b.add_argument("--n-test", type=int, default=256, help="held-out source images (folders: at most)")
-    b.add_argument("--k", type=int, default=1, help="typographic variants per training image")
+    _add_data(b, n_train=1000, n_test=256, k=1)
     b.add_argument("--k-test", type=int, default=1, help="typographic variants per held-out image")
-    b.add_argument("--heldout-word-frac", type=float, default=0.25,
-                   help="share of class names held out as written words of the test_heldout set")
     b.add_argument("--no-note", action="store_true", help="skip the note-style held-out set")
     b.add_argument("--seed", type=int, default=0, help="world and attack seed")
     _add_common(b, cache=False)

@@ -195,6 +195,14 @@ def _fit(img: Image.Image, size: int | None) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def check_listed_files(labels, root: Path, files: list[str]) -> None:
+    """Every file a ``labels.csv`` names must exist under ``root`` (paths relative to it): one clear error otherwise."""
+    absent = [f for f in files if not (Path(root) / f).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{labels} names {len(absent)} of {len(files)} files that do not exist under {root}, "
+                                f"e.g. {absent[:3]}: the 'file' column holds paths relative to {root}")
+
+
 def load_fitted(paths, size: int | None, progress: bool = False, desc: str = "loading images", names=None):
     """Open each path as RGB, resize and centre-crop it to ``size`` (``_fit``); unreadable images are skipped.
     Returns (uint8 images, indices of the loaded paths, ["name: error" of the skipped ones]); ``names`` (default:
