@@ -185,8 +185,9 @@ def shift_cosines(cd: ConceptData, W_t, set_name: str, direction: torch.Tensor) 
 def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
     """Linear-probe accuracy (scikit-learn logistic regression, 50/50 split) of each concept from the (steered)
     image embeddings: gender and occupation on portraits, written word and true class on typographic images."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
+
+    from ..evaluation.probes import probe_top1
 
     out = {}
     for name, (set_name, key) in {"gender": ("portraits", "gender"), "occupation": ("portraits", "occupation"),
@@ -195,7 +196,7 @@ def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
         y = cd.labels[set_name][key]
         strat = y if np.bincount(y).min(initial=2) >= 2 and (np.bincount(y)[np.unique(y)] >= 2).all() else None
         Xtr, Xte, ytr, yte = train_test_split(X.numpy(), y, test_size=0.5, random_state=seed, stratify=strat)
-        out[name] = float(LogisticRegression(max_iter=2000, random_state=seed).fit(Xtr, ytr).score(Xte, yte))
+        out[name] = probe_top1(Xtr, ytr, Xte, yte, max_iter=2000, seed=seed)
     return out
 
 

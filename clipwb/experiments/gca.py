@@ -242,13 +242,10 @@ def alignment_uniformity(za: torch.Tensor, zb: torch.Tensor, t: float = 2.0) -> 
 
 def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
                  seed: int = 0) -> float:
-    """Top-1 of a multinomial logistic regression (scikit-learn) on standardised frozen features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Top-1 of the workbench's linear probe (``evaluation.probes``) on standardised frozen features."""
+    from ..evaluation.probes import fit_probe
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
-    clf.fit(f_train, y_train)
+    clf = fit_probe(f_train, y_train, C=0.5, max_iter=2000, standardize=True, seed=seed)
     return float((clf.predict(f_test) == y_test).mean())
 
 
