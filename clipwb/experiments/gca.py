@@ -31,6 +31,7 @@ from ..config import with_overrides
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
 from ..training.schedule import warmup_cosine
 from .cache import cached_json
+from .summary import seed_summary
 
 METHODS = GCA_METHODS
 
@@ -357,19 +358,10 @@ SUMMARY_KEYS = ("linear_probe_top1", "domain_probe_top1", "zero_shot_top1", "ali
 
 
 def summarise(results: list[dict], by: tuple[str, ...] = ("task", "method", "noise_share")) -> list[dict]:
-    """Mean and std over seeds of every metric, grouped by config fields ``by``."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in results:
-        groups.setdefault(tuple(r["config"][k] for k in by), []).append(r)
+    """Mean and std over seeds of every metric, grouped by config fields ``by`` (``experiments.summary``)."""
     rows = []
-    for key, rs in groups.items():
-        row = dict(zip(by, key))
-        row["seeds"] = len(rs)
-        for m in SUMMARY_KEYS:
-            vals = [r[m] for r in rs if m in r]
-            if vals:
-                row[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
-        rows.append(row)
+    for key, n, stats in seed_summary(results, lambda r: tuple(r["config"][k] for k in by), SUMMARY_KEYS):
+        rows.append({**dict(zip(by, key)), "seeds": n, **{m: {"mean": mu, "std": sd} for m, (mu, sd) in stats.items()}})
     return rows
 
 

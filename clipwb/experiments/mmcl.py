@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..theory import mmcl as M
+from .summary import seed_summary
 
 
 # -- 2: robustness ------------------------------------------------------------------------------------------------
@@ -136,18 +137,12 @@ def algorithm3_grid(ns=(100, 500), ratios=(3, 15), seeds=(0, 1, 2), accepts=(1.1
 def summarise_grid(rows: list[dict], keys=("initial", "control", "unpaired", "unpaired_minibatch", "oracle",
                                             "detection_precision", "detection_precision_minibatch"),
                    by=("n", "N_over_n")) -> list[dict]:
-    """Mean and std over seeds per (n, N/n)."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(tuple(r[b] for b in by), []).append(r)
+    """Mean and std over seeds per (n, N/n) (``experiments.summary``)."""
     out = []
-    for key, rs in groups.items():
+    for key, _, stats in seed_summary(rows, lambda r: tuple(r[b] for b in by), keys):
         row = dict(zip(by, key))
-        for k in keys:
-            v = np.array([r[k] for r in rs if k in r], dtype=float)
-            if len(v):
-                row[k] = float(np.mean(v))
-                row[f"{k}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        for k, (mu, sd) in stats.items():
+            row[k], row[f"{k}_std"] = mu, sd
         out.append(row)
     return out
 
