@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ def fingerprint(*objs) -> str:
             a = np.ascontiguousarray(o)
             h.update(f"A{a.dtype}{a.shape}".encode())
             h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
-        elif isinstance(o, dict):
+        elif isinstance(o, Mapping):
             for k in sorted(o, key=str):
                 h.update(f"K{k}".encode())
                 feed(o[k])

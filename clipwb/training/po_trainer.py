@@ -474,8 +474,9 @@ def _save_outputs(out_dir: Path, log, cfg: POConfig, run_id: dict, setup: _Setup
 def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | None = None,
              out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
              save: bool = True, on_step=None, model_name: str = "clipwb-tiny") -> POResult:
-    """Train ``model`` (a copy; the argument is not modified) on ``data`` = {"clean", "typo": uint8 (n, H, W, 3),
-    "true", "written": int (n,)} (e.g. ``TypographicDataset.arrays()``) and return raw and averaged models.
+    """Train ``model`` (a copy; the argument is not modified) on ``data``, a ``PreferencePairs`` (or a mapping
+    with its "clean", "typo": uint8 (n, H, W, 3), "true", "written": int (n,)), and return raw and averaged
+    models.
 
     ``out_dir`` receives checkpoints (``checkpoint.pt``), the per-step log (``log.csv``, ``log.json``) and, with
     ``save``, the final models in open_clip's format (``raw/``, ``avg/``). ``on_step(step, stats)`` is called
