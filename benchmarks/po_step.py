@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from clipwb.data.sets import AttackSetsConfig, attack_arrays
-from clipwb.evaluation.zeroshot import images_to_tensor
-from clipwb.io import atomic_write_text
+from clipwb.models.inputs import images_to_tensor
+from clipwb.fileio import atomic_write_text
 from clipwb.losses.po import po_loss
 from clipwb.models import load_model
 from clipwb.precision import cpu_info, resolve_precision
@@ -182,7 +182,7 @@ def main():
     print(f"device {device}, CPU {cpu_info()['model']} (native bf16: {cpu_info()['bf16_native']}), "
           f"precision {prec.name}: {prec.reason}")
     torch.manual_seed(0)
-    lm = load_model(args.model, device, progress=False)
+    lm = load_model(args.model, device)
     classes, sets, _ = attack_arrays("world", world=World(), n_train=max(64, args.batch * (args.steps + 1) // 2),
                                      n_test=16, cfg=AttackSetsConfig(k=2), progress=False)
     data = sets["train"]

@@ -18,7 +18,7 @@ import numpy as np
 import ot
 import torch
 
-from clipwb.io import atomic_write_text
+from clipwb.fileio import atomic_write_text
 from clipwb.losses.ot import sinkhorn_plan
 
 OUT = Path(__file__).resolve().parent / "results" / "sinkhorn.json"

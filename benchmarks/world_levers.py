@@ -18,10 +18,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from clipwb.evaluation.zeroshot import encode_images, world_zero_shot_suite
-from clipwb.io import atomic_write_text
+from clipwb.evaluation.typographic import world_probe_ceiling
+from clipwb.evaluation.zeroshot import world_zero_shot_suite
+from clipwb.fileio import atomic_write_text
 from clipwb.precision import cpu_info
 from clipwb.training.pretrain import pretrain, pretrain_config
 from clipwb.world import World
@@ -71,19 +70,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def probe_ceiling(model, world: World, n_train: int = 4096, n_test: int = 1024, seed: int = 0) -> float:
-    """Logistic regression (scikit-learn) on frozen features of attacked ``train`` images, scored on attacked
-    ``test`` images: how much of the object survives the written word."""
-    from sklearn.linear_model import LogisticRegression
-
-    tr = world.generate(n_train, "train", "typographic")
-    te = world.generate(n_test, "test", "typographic")
-    f_tr = encode_images(model, tr.images).cpu().numpy()
-    f_te = encode_images(model, te.images).cpu().numpy()
-    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed).fit(f_tr, tr.labels("class_name", world.classes))
-    return float(clf.score(f_te, te.labels("class_name", world.classes)))
-
-
 def apply(overrides: dict, steps: int, n_images: int, eval_every: int = 0):
     overrides = {**OLD_WORLD, **overrides}
     world_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("world.")}
@@ -119,7 +105,7 @@ def main():
         world = World(cfg.world)
         ev = world_zero_shot_suite(model, open_clip.get_tokenizer(cfg.model_name), world, n=args.n_eval, split="test")
         ev = {k: round(v, 4) if isinstance(v, float) else v for k, v in ev.items() if not k.startswith("_")}
-        ev["probe_ceiling_typo"] = round(probe_ceiling(model, world), 4)
+        ev["probe_ceiling_typo"] = round(world_probe_ceiling(model, world), 4)
         results[f"{name}@{args.steps}"] = {"overrides": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in variants[name].items()},
                                            "steps": args.steps, "n_images": args.n_images, **ev,

@@ -19,7 +19,7 @@ def _eval(args) -> int:
     _check_count("--n", args.n, bytes_each=2 * 3 * world.config.image_size ** 2)
     t0 = time.time()
     torch.manual_seed(args.seed)
-    lm = load_model(args.model, args.device, cache=args.cache_dir, progress=False)
+    lm = load_model(args.model, args.device, cache=args.cache_dir)
     kind = "object" if args.attack == "none" else "typographic"
     data = world.generate(args.n, args.split, kind)
     logits = zero_shot_logits(lm.model, lm.tokenizer, data.images, world.classes)
@@ -34,10 +34,10 @@ def _eval(args) -> int:
 
 def _pretrain(args) -> int:
     from .config import load_yaml
-    from .io import check_writable_dir
-    from .models import ensure_tiny_weights, tiny_weights_path
-    from .models.loading import WEIGHTS_DIR, cache_dir, check_device
-    from .training.pretrain import pretrain_config
+    from .fileio import cache_dir, check_writable_dir
+    from .models import set_default_tiny_key, tiny_weights_key, tiny_weights_path
+    from .models.loading import WEIGHTS_DIR, check_device
+    from .training.pretrain import ensure_tiny_weights, pretrain_config
 
     cfg = pretrain_config(args.profile)
     if args.config:
@@ -46,12 +46,15 @@ def _pretrain(args) -> int:
         check_device(cfg.device)
     if not args.ship:
         check_writable_dir(cache_dir(args.cache_dir), "--cache-dir")
-    path, exists = tiny_weights_path(cfg, args.cache_dir)
+    key = tiny_weights_key(cfg)
+    path, exists = tiny_weights_path(key, args.cache_dir, cfg.model_name)
     if exists and not args.force:
         print(json.dumps({"weights": str(path), "trained": False}))
         return 0
     path = ensure_tiny_weights(cfg, WEIGHTS_DIR if args.ship else args.cache_dir, progress=not args.no_progress,
                                force=True)
+    if args.ship:  # `tiny` now means these weights (weights/index.json)
+        set_default_tiny_key(key, cfg.model_name)
     log = json.loads(path.with_suffix(".json").read_text())
     print(json.dumps({"weights": str(path), "trained": True, "pretrain_seconds": log["pretrain_seconds"],
                       **log.get("final", {})}))
@@ -67,8 +70,8 @@ def _train_po(args) -> int:
 
     from .config import load_yaml
     from .data.sets import AttackSetsConfig, attack_arrays
-    from .io import check_writable_dir
-    from .models.loading import cache_dir, check_device
+    from .fileio import cache_dir, check_writable_dir
+    from .models.loading import check_device
     from .evaluation.typographic import po_eval
     from .models import load_model
     from .training.po_trainer import po_config, train_po
@@ -103,7 +106,7 @@ def _train_po(args) -> int:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    lm = load_model(args.model, device, cache=args.cache_dir, progress=False)
+    lm = load_model(args.model, device, cache=args.cache_dir)
     world = World(seed=args.seed) if args.data == "world" else None
     if world is not None:
         _check_count("--n-train", args.n_train * (1 + args.k), bytes_each=3 * world.config.image_size ** 2)
@@ -125,6 +128,33 @@ def _train_po(args) -> int:
         print(json.dumps(out))
     if distributed:
         torch.distributed.destroy_process_group()
+    return 0
+
+
+def _build_typo(args) -> int:
+    from pathlib import Path
+
+    from .data.sets import AttackSetsConfig, build_attack_sets, source_items
+    from .fileio import check_writable_dir
+    from .world import World
+
+    for opt, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--k", args.k), ("--k-test", args.k_test)):
+        _check_count(opt, v)
+    if args.data != "world" and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder; pass 'world' or an image-folder root laid out "
+                                f"as root/<class>/<image>.jpg|png")
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    cfg = AttackSetsConfig(k=args.k, k_test=args.k_test, seed=args.seed, word_frac=args.heldout_word_frac,
+                           image_size=None if args.data == "world" else args.image_size, note=not args.no_note)
+    world = World(seed=args.seed) if args.data == "world" else None
+    train, test, classes = source_items(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
+                                        classes_file=args.classes_file, seed=args.seed, progress=not args.no_progress)
+    builds = build_attack_sets(train, test, classes, out, cfg, world=world, progress=not args.no_progress)
+    print(json.dumps({name: {"dir": str(b.out_dir), "manifest": str(b.out_dir / "manifest.csv"), "n_images": b.n_images,
+                             "n_variants": b.n_variants, "skipped_corrupt": len(b.skipped_corrupt),
+                             "reused": b.already_done, "build_seconds": round(b.build_seconds, 2)}
+                      for name, b in builds.items()}))
     return 0
 
 
@@ -152,6 +182,19 @@ def _add_common(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--cache-dir", default=None,
                        help="clipwb cache (tiny weights, datasets, runs); default $CLIPWB_CACHE or ~/.cache/clipwb")
+
+
+def _add_data(p: argparse.ArgumentParser, n_train: int, n_test: int, k: int) -> None:
+    """The source and attack options that train-po and build-typo share."""
+    p.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
+    p.add_argument("--classes-file", default=None,
+                   help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
+    p.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
+    p.add_argument("--n-train", type=int, default=n_train, help="training source images (image folders: at most)")
+    p.add_argument("--n-test", type=int, default=n_test, help="held-out source images (image folders: at most)")
+    p.add_argument("--k", type=int, default=k, help="typographic variants per training image")
+    p.add_argument("--heldout-word-frac", type=float, default=0.25,
+                   help="share of class names held out as written words of the test_heldout set")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,15 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
     po.add_argument("--config", default=None, help="YAML file of POConfig overrides (option: value per line)")
     po.add_argument("--model", default="tiny", help=model_help)
-    po.add_argument("--data", default="world", help="world, or an image-folder root (root/<class>/*.jpg|png)")
-    po.add_argument("--classes-file", default=None,
-                    help="image folders: class names, one per line in sorted folder order, or folder<TAB>name")
-    po.add_argument("--image-size", type=int, default=224, help="image folders: resize + centre-crop side")
-    po.add_argument("--n-train", type=int, default=4000, help="training source images")
-    po.add_argument("--n-test", type=int, default=1024, help="held-out source images")
-    po.add_argument("--k", type=int, default=3, help="typographic variants per training image")
-    po.add_argument("--heldout-word-frac", type=float, default=0.25,
-                    help="share of class names held out as written words of the test_heldout set")
+    _add_data(po, n_train=4000, n_test=1024, k=3)
     po.add_argument("--seed", type=int, default=0, help="world and attack seed (the training seed is in the config)")
     po.add_argument("--out", default=None, help="checkpoints, log and the final models (raw/, avg/)")
     po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
@@ -208,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     _add_common(po)
     po.set_defaults(func=_train_po)
+
+    b = sub.add_parser("build-typo", formatter_class=_Help,
+                       help="build the typographic sets (train, test, test_heldout with unseen fonts and words, "
+                            "test_note) with their manifests into a folder; cached by config, resumable")
+    b.add_argument("--out", required=True, help="folder for the sets (one subfolder per set and config hash)")
+    _add_data(b, n_train=1000, n_test=256, k=1)
+    b.add_argument("--k-test", type=int, default=1, help="typographic variants per held-out image")
+    b.add_argument("--no-note", action="store_true", help="skip the note-style held-out set")
+    b.add_argument("--seed", type=int, default=0, help="world and attack seed")
+    _add_common(b, cache=False)
+    b.set_defaults(func=_build_typo)
 
     r = sub.add_parser("report", formatter_class=_Help,
                        help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
@@ -223,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_count(option: str, n: int, bytes_each: int = 0) -> None:
     """A count option must be >= 1 and, when it sizes arrays held in memory, fit in the memory available."""
-    from .io import check_memory
+    from .fileio import check_memory
 
     if n < 1:
         raise ValueError(f"{option} must be >= 1, got {n}")

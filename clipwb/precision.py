@@ -133,7 +133,7 @@ def _cpu_choice(cache: str | None) -> Precision:
     if key not in known:
         with torch.random.fork_rng(devices=[]):  # the measurement must not move the caller's seeded RNG
             known[key] = measure_cpu_variants(bf16=info["bf16_native"])
-        from .io import atomic_write_text
+        from .fileio import atomic_write_text
 
         try:
             atomic_write_text(path, json.dumps(known, indent=1))

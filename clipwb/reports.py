@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import check_profile
-from .io import atomic_write_text, check_writable_dir, clean_stale_temp_files
+from .fileio import atomic_write_text, check_writable_dir, clean_stale_temp_files
 from .progress import progress_disabled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -258,7 +258,7 @@ def embedding_views(views: dict, colorings: dict, method: str = "pca", fit_label
 def method_summary(rows: list[dict], metric: str = "linear_probe_top1", by: str = "noise_share", title: str = "",
                    save=None, ref: float | None = None):
     """Bars with std error bars: one group per method, one bar per value of ``by`` (e.g. clean / noisy), from
-    ``gca_experiment.summarise`` rows (``row[metric] = {"mean", "std"}``)."""
+    ``experiments.gca.summarise`` rows (``row[metric] = {"mean", "std"}``)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     settings = list(dict.fromkeys(r[by] for r in rows))
     width = 0.8 / max(1, len(settings))

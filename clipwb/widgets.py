@@ -14,7 +14,7 @@ import os
 import torch
 
 from . import viz
-from .steering.experiments import ConceptData, evaluate
+from .experiments.concepts import ConceptData, evaluate
 from .steering.linear import steer
 
 CONCEPT_VIEWS = {
@@ -158,11 +158,11 @@ def demo_from_world(model: str = "tiny", n: int = 256, steps: int = 300, seed: i
     """Everything the demo needs in one call: encode ``n`` images per set of the world's ``val`` split, train the
     written-text and gender maps (``steps`` each) and return ``steering_demo``."""
     from .models import load_model
-    from .steering.experiments import concept_data, train_concept_map
+    from .experiments.concepts import concept_data, train_concept_map
     from .steering.linear import LinearMapConfig
     from .world import World, WorldConfig
 
-    lm = load_model(model, progress=False)
+    lm = load_model(model)
     cd = concept_data(lm, World(WorldConfig(seed=seed)), n, "val")
     cfg = LinearMapConfig(steps=steps, seed=seed)
     fams = {"written text": train_concept_map(cd, "typographic", cfg)[0],

@@ -22,4 +22,4 @@ def tiny():
     """The shipped pretrained tiny CLIP (loaded once per session)."""
     from clipwb.models import load_model
 
-    return load_model("tiny", "cpu", train_if_missing=False, progress=False)
+    return load_model("tiny", "cpu")

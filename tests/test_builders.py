@@ -150,6 +150,11 @@ def test_held_out_attacks_use_only_held_out_fonts_and_words_and_arrays_match(tmp
     ds = B.TypographicDataset(tmp_path / "te", world=world)
     arr = ds.arrays()
     assert arr["clean"].shape == arr["typo"].shape == (48, 64, 64, 3) and ds.classes == list(classes)
+    # a typed container with read-only mapping access to the arrays it holds
+    assert isinstance(arr, B.PreferencePairs) and arr.n == 48 and arr.typo is arr["typo"]
+    assert set(arr) == {"clean", "typo", "true", "written", "control", "source"} and dict(arr)["true"] is arr.true
+    with pytest.raises(KeyError, match="this set holds"):
+        arr["label"]
     for i in (0, 17, 47):
         clean, typo, y, yw = ds[i]
         assert np.array_equal(arr["clean"][i], np.asarray(clean)) and np.array_equal(arr["typo"][i], np.asarray(typo))

@@ -38,3 +38,34 @@ def test_eval_rejects_unknown_options_and_specs():
 def test_eval_uncached_real_model_fails_fast_with_instructions(tmp_path):
     r = run("eval", "--model", "ViT-B-32:openai", "--cache-dir", str(tmp_path), "--n", "4")
     assert r.returncode == 2 and "not in the local cache" in r.stderr
+
+
+def test_build_typo_writes_the_sets_with_manifests_and_reuses_them(tmp_path, capsys):
+    import csv
+
+    from clipwb.cli import main
+
+    args = ["build-typo", "--out", str(tmp_path / "sets"), "--n-train", "12", "--n-test", "6", "--k", "2",
+            "--no-progress"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert set(first) == {"train", "test", "test_heldout", "test_note"}
+    assert first["train"]["n_variants"] == 24 and first["test"]["n_variants"] == 6
+    rows = list(csv.DictReader(open(first["train"]["manifest"])))
+    root = Path(first["train"]["dir"])
+    assert len(rows) == 24 and all((root / r["file"]).is_file() and (root / r["control_file"]).is_file() for r in rows)
+    assert all(r["written_label"] != r["true_label"] for r in rows)
+    # held-out attacks use fonts and words that the training attacks never use
+    col = lambda s, k: {r[k] for r in csv.DictReader(open(first[s]["manifest"]))}  # noqa: E731
+    assert not col("train", "text_font") & col("test_heldout", "text_font")
+    assert not col("train", "text") & col("test_heldout", "text")
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert all(again[n]["reused"] and again[n]["dir"] == first[n]["dir"] for n in first)
+
+
+def test_build_typo_rejects_a_missing_folder(tmp_path, capsys):
+    from clipwb.cli import main
+
+    assert main(["build-typo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such folder" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -130,7 +130,7 @@ def test_cocluster_clean_drops_inter_cluster_edges():
 
 
 def test_unpaired_run_detects_pairs_and_helps():
-    from clipwb.theory import mmcl_experiments as E
+    from clipwb.experiments import mmcl as E
 
     cfg = E.UnpairedConfig(init_steps=150, extra_steps=150)
     zero = E.unpaired_run(100, 0, 0, cfg)
@@ -144,7 +144,7 @@ def test_unpaired_run_detects_pairs_and_helps():
 
 
 def test_real_image_experiments_on_digits_and_shapes():
-    from clipwb.theory import mmcl_experiments as E
+    from clipwb.experiments import mmcl as E
 
     data = E.digits_and_shapes(n_shapes_per_class=60)
     assert set(np.unique(data.cx_train)) == set(range(10)) == set(np.unique(data.cy_train))
@@ -161,7 +161,7 @@ def test_real_image_experiments_on_digits_and_shapes():
 def test_mnist_root_missing_fails_fast_with_the_fix(tmp_path):
     import time
 
-    from clipwb.theory import mmcl_experiments as E
+    from clipwb.experiments import mmcl as E
 
     t = time.time()
     with pytest.raises(FileNotFoundError, match="torchvision.datasets.MNIST"):
@@ -170,7 +170,7 @@ def test_mnist_root_missing_fails_fast_with_the_fix(tmp_path):
 
 
 def test_algorithm3_accepts_anchors_only_on_validation_gains():
-    from clipwb.theory import mmcl_experiments as E
+    from clipwb.experiments import mmcl as E
 
     cfg = E.UnpairedConfig(init_steps=150, extra_steps=150)
     strict = E.algorithm3_run(100, 3, 0, rounds=2, accept=100.0, cfg=cfg)  # nothing can be accepted

@@ -6,7 +6,7 @@ import open_clip
 import pytest
 import torch
 
-from clipwb.evaluation.zeroshot import images_to_tensor
+from clipwb.models.inputs import images_to_tensor
 from clipwb.models import (ModelSpecError, WeightsNotCachedError, load_model, parse_spec, save_model,
                            save_state_dict, tiny_weights_path)
 from clipwb.models.loading import WEIGHTS_DIR
@@ -30,8 +30,15 @@ def test_bad_specs_fail_clearly(spec):
 
 
 def test_default_tiny_weights_ship_with_the_package(tiny):
+    from clipwb.models import default_tiny_key, tiny_weights_key
+    from clipwb.training.pretrain import PretrainConfig
+
     path, exists = tiny_weights_path()
     assert exists and path.parent == WEIGHTS_DIR
+    # the index's default is the weights of the default pretraining config (a changed default must re-ship)
+    assert default_tiny_key() == tiny_weights_key(PretrainConfig())
+    shipped = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
+    assert shipped == {path.stem}, "only the default weights ship (orphaned files left in weights/?)"
     assert tiny.weights == str(path) and not tiny.model.training
     assert path.with_suffix(".json").is_file(), "the pretraining log ships beside the weights"
 
@@ -122,21 +129,25 @@ def test_name_tag_resolves_from_the_open_clip_url_cache(tiny, tmp_path, monkeypa
     assert lm.weights == str(tmp_path / "urlcache" / "tiny-test.pt")
 
 
-def test_tiny_is_trained_on_first_use_then_cached(tmp_path, monkeypatch):
+def test_loading_never_trains_and_ensure_tiny_weights_trains_once(tmp_path, monkeypatch):
+    import clipwb.training.pretrain as pt
+    from clipwb.models import tiny_weights_key
+
     cfg = pretrain_config("quick")
     cache = tmp_path / "cache"
-    path, exists = tiny_weights_path(cfg, cache)
+    path, exists = tiny_weights_path(tiny_weights_key(cfg), cache)
     assert not exists
-    lm = load_model("tiny", "cpu", cache=str(cache), pretrain_cfg=cfg, progress=False)
-    assert lm.weights == str(path) and path.is_file()
+    # loading a config whose weights do not exist is an error naming the command that makes them, at once
+    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: pytest.fail("loading trained"))
+    t0 = time.time()
+    with pytest.raises(WeightsNotCachedError, match="python -m clipwb pretrain"):
+        load_model("tiny", "cpu", cache=str(cache), pretrain_cfg=cfg)
+    assert time.time() - t0 < 1.0
+    monkeypatch.undo()
+    assert pt.ensure_tiny_weights(cfg, cache, progress=False) == path and path.is_file()
     log = json.loads(path.with_suffix(".json").read_text())
     assert log["config"]["steps"] == cfg.steps and "final" in log
-    # second use: loads, does not retrain
-    import clipwb.training.pretrain as pt
-
-    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: pytest.fail("retrained although cached"))
     assert load_model("tiny", "cpu", cache=str(cache), pretrain_cfg=cfg).weights == str(path)
-    # a missing config with training disabled is a clear error
-    with pytest.raises(WeightsNotCachedError, match="python -m clipwb pretrain"):
-        load_model("tiny", "cpu", cache=str(tmp_path / "other"), pretrain_cfg=pretrain_config("quick", seed=5),
-                   train_if_missing=False)
+    # second call: finds them, does not retrain
+    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: pytest.fail("retrained although cached"))
+    assert pt.ensure_tiny_weights(cfg, cache) == path

@@ -41,6 +41,7 @@ def test_notebook_is_thin_and_committed_without_outputs(nb):
             assert not re.search(r"^\s*(def|class)\s+\w+", c.source, re.M), f"{nb.name}: logic belongs in clipwb"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_profile(nb, tmp_path):
     res = run_notebook(nb, tmp_path, "quick", html=True, progress=False)
@@ -65,6 +66,7 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
     assert str(NOTEBOOK_DIR) not in str(tmp_path)
 
 
+@pytest.mark.slow
 def test_po_notebook_runs_unchanged_on_the_real_path(tmp_path, tiny):
     """Notebook 02 with an open_clip local-dir checkpoint (not the `tiny` spec) and an image-folder dataset: the
     real path (ViT-B-32:openai + ImageNet-100) differs only in these two parameters."""

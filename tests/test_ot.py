@@ -213,7 +213,7 @@ def test_the_authors_defaults_are_the_defaults():
     import inspect
 
     from clipwb.losses.ot import gca_loss
-    from clipwb.training.gca_experiment import GCAConfig
+    from clipwb.experiments.gca import GCAConfig
 
     d = {k: v.default for k, v in inspect.signature(gca_loss).parameters.items()}
     assert (d["q"], d["lam"], d["r1"], d["r2"], d["rho"], d["n_iters"]) == (0.98, 0.01, 1.0, 0.02, 0.2, 10)

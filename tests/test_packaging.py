@@ -34,3 +34,30 @@ def test_shipped_tiny_config_is_package_data():
     data = py["tool"]["setuptools"]["package-data"]["clipwb.models"]
     assert "configs/*.json" in data and "weights/*.safetensors" in data
     assert "siglip" not in " ".join(p.name for p in (ROOT / "clipwb/models/configs").iterdir()).lower()
+
+
+def test_the_layering_contract_holds():
+    """import-linter's layers contract of pyproject.toml: no module imports a layer above its own (no cycle)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}  # this checkout, whatever is installed
+    r = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "1 kept, 0 broken" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_the_layering_contract_catches_an_upward_import(tmp_path):
+    """The contract is live: a copy of the package in which the world imports training breaks it."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "clipwb", tmp_path / "clipwb", ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    gen = tmp_path / "clipwb" / "world" / "generator.py"
+    gen.write_text(gen.read_text() + "\n\ndef _upward():\n    from ..training import pretrain  # noqa: F401\n")
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0 and "clipwb.world.generator -> clipwb.training" in r.stdout, r.stdout[-3000:]

@@ -39,7 +39,7 @@ def test_workers_from_the_environment(monkeypatch):
 
 
 def test_a_gca_grid_gives_the_same_runs_with_one_or_two_workers(monkeypatch, tmp_path):
-    from clipwb.training import gca_experiment as G
+    from clipwb.experiments import gca as G
 
     base = G.gca_config("quick", task="simclr", epochs=1)
     data = G.load_object_data(base.n_train, base.n_test, base.image_size, base.world_seed, progress=False)

@@ -19,7 +19,7 @@ def _folder(root, n=24):
 
 
 def test_person_folder_and_its_bias_metrics(tmp_path, tiny):
-    from clipwb.steering.experiments import person_bias
+    from clipwb.experiments.concepts import person_bias
     from clipwb.world.portraits import STEREOTYPE
 
     b = _folder(tmp_path / "faces")

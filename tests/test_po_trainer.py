@@ -159,6 +159,7 @@ def test_bad_configs(tiny, small):
         train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(train="last_k", last_k=9), progress=False)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) and one process on the same global batches: same losses, same weights."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -194,6 +195,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert change > 0 and diff < 0.02 * change, (diff, change)
 
 
+@pytest.mark.slow
 def test_a_killed_cli_run_resumes_to_the_uninterrupted_weights(tmp_path):
     """SIGKILL a real `clipwb train-po` process after its first checkpoint, resume it, compare with a clean run."""
     import signal

@@ -57,6 +57,7 @@ def jupyterlab(tmp_path):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_moving_the_slider_changes_the_probabilities(jupyterlab):
     from playwright.sync_api import sync_playwright
 

@@ -48,7 +48,7 @@ def test_shipped_tiny_clip_recognises_reads_and_is_fooled_by_reading(tiny):
 def test_zero_shot_logits_accept_precomputed_features(tiny):
     data = World().generate(8, "test", "object")
     a = zero_shot_logits(tiny.model, tiny.tokenizer, data.images, World.classes)
-    from clipwb.evaluation.zeroshot import encode_images
+    from clipwb.models.inputs import encode_images
 
     b = zero_shot_logits(tiny.model, tiny.tokenizer, None, World.classes,
                          image_features=encode_images(tiny.model, data.images))

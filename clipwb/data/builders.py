@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import config_hash
-from ..io import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text
 from ..world.text import check_glyphs
 from .typographic import TypoRenderConfig, check_classes, check_pool, control_words_for, make_attack
 
@@ -127,6 +128,38 @@ class SourceItem:
             return (self.image_id, self.label, self.source, None)
 
 
+@dataclass(eq=False)
+class PreferencePairs(Mapping):
+    """A typographic set as arrays, the container between data, training and evaluation: attacked images ``typo``
+    (preferred answer ``true``, dispreferred ``written``), their clean sources ``clean`` (the KL set), optionally
+    the ``control`` images (a non-class word drawn the same way) and the ``source`` of each pair. Read-only
+    mapping access (``pairs["typo"]``, ``"control" in pairs``) lists the arrays present."""
+    clean: np.ndarray  # uint8 (n, H, W, 3)
+    typo: np.ndarray  # uint8 (n, H, W, 3)
+    true: np.ndarray  # int (n,)
+    written: np.ndarray  # int (n,)
+    control: np.ndarray | None = None  # uint8 (n, H, W, 3)
+    source: list[str] | None = None
+
+    def _present(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: str):
+        if key not in self._present():
+            raise KeyError(f"{key!r}: this set holds {self._present()}")
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._present())
+
+    def __len__(self) -> int:  # as a mapping: the number of arrays; the number of pairs is ``n``
+        return len(self._present())
+
+    @property
+    def n(self) -> int:
+        return len(self.typo)
+
+
 @dataclass
 class BuildResult:
     out_dir: Path
@@ -193,6 +226,14 @@ def _fit(img: Image.Image, size: int | None) -> Image.Image:
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     return img.crop((left, top, left + size, top + size))
+
+
+def check_listed_files(labels, root: Path, files: list[str]) -> None:
+    """Every file a ``labels.csv`` names must exist under ``root`` (paths relative to it): one clear error otherwise."""
+    absent = [f for f in files if not (Path(root) / f).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{labels} names {len(absent)} of {len(files)} files that do not exist under {root}, "
+                                f"e.g. {absent[:3]}: the 'file' column holds paths relative to {root}")
 
 
 def load_fitted(paths, size: int | None, progress: bool = False, desc: str = "loading images", names=None):
@@ -349,7 +390,7 @@ class TypographicDataset:
             return self.world.sample(int(index), split, "object")[0]
         return _fit(SourceItem(row["image_id"], int(row["true_label"]), src).load(), self.image_size)
 
-    def arrays(self, progress: bool = False) -> dict:
+    def arrays(self, progress: bool = False) -> PreferencePairs:
         """The whole set as uint8 arrays (clean and typographic, (n, H, W, 3)) and int label arrays; each clean
         source image is loaded once for all its variants. Needs images of one size (world builds, or folder
         builds with ``image_size`` set)."""
@@ -366,11 +407,11 @@ class TypographicDataset:
                 control.append(np.asarray(Image.open(self.out_dir / row["control_file"]).convert("RGB")))
         if len({a.shape for a in clean + typo + control}) > 1:
             raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to stack them")
-        extra = {"control": np.stack(control)} if has_control else {}
-        return {"clean": np.stack(clean), "typo": np.stack(typo), **extra,
-                "true": np.array([int(r["true_label"]) for r in self.rows]),
-                "written": np.array([int(r["written_label"]) for r in self.rows]),
-                "source": [r["source"] for r in self.rows]}
+        return PreferencePairs(clean=np.stack(clean), typo=np.stack(typo),
+                               true=np.array([int(r["true_label"]) for r in self.rows]),
+                               written=np.array([int(r["written_label"]) for r in self.rows]),
+                               control=np.stack(control) if has_control else None,
+                               source=[r["source"] for r in self.rows])
 
     @property
     def classes(self) -> list[str]:

@@ -21,7 +21,7 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
                        classes: dict | None = None, progress: bool = False) -> dict:
     """{"images": uint8 (n, size, size, 3), "labels": {attr: int array}, "classes": {attr: names},
     "files": [...], "skipped_corrupt": [...]}."""
-    from .builders import load_fitted
+    from .builders import check_listed_files, load_fitted
 
     root = Path(root).expanduser()
     labels = root / "labels.csv"
@@ -40,10 +40,7 @@ def load_person_folder(root: str | Path, attributes=("gender", "occupation"), si
         unknown = sorted({r[a].strip() for r in rows} - set(classes[a]))
         if unknown:
             raise ValueError(f"{labels}: {a} values {unknown[:5]} are not among the given classes {classes[a]}")
-    absent = [r["file"] for r in rows if not (root / r["file"]).is_file()]
-    if absent:
-        raise FileNotFoundError(f"{labels} names {len(absent)} of {len(rows)} files that do not exist under {root}, "
-                                f"e.g. {absent[:3]}: the 'file' column holds paths relative to {root}")
+    check_listed_files(labels, root, [r["file"] for r in rows])
     imgs, kept, skipped = load_fitted([root / r["file"] for r in rows], size, progress, f"loading {root.name}",
                                       names=[r["file"] for r in rows])
     if not kept:

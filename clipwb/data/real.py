@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .builders import check_listed_files
 from .typographic import check_classes
 
 REAL_SETS = {
@@ -90,10 +91,7 @@ def load_real_typographic(root: str | Path, name: str | None = None) -> RealTypo
     unknown = sorted({r["true"].strip() for r in rows} - set(index))
     if unknown:
         raise ValueError(f"{labels}: true labels {unknown[:5]} are not in the class list ({cfile.name if cfile.is_file() else 'sorted true labels'})")
-    absent = [r["file"] for r in rows if not (root / r["file"]).is_file()]
-    if absent:
-        raise FileNotFoundError(f"{labels} names {len(absent)} files that do not exist under {root}, e.g. "
-                                f"{absent[:3]}")
+    check_listed_files(labels, root, [r["file"] for r in rows])
     written_text = [(r.get("written") or "").strip() for r in rows]
     return RealTypographicSet(name, root, classes, [r["file"] for r in rows],
                               np.array([index[r["true"].strip()] for r in rows]),

@@ -106,7 +106,7 @@ def attack_arrays(source: str = "world", *, world=None, n_train: int | None = No
                   progress: bool = True) -> tuple[tuple[str, ...], dict[str, dict], dict[str, BuildResult]]:
     """Build (or reuse) the standard sets and load them as arrays: ``(classes, {set: arrays}, {set: build})``.
     ``root`` defaults to ``<clipwb cache>/datasets``."""
-    from ..models.loading import cache_dir
+    from ..fileio import cache_dir
     from .builders import TypographicDataset
 
     cfg = cfg or AttackSetsConfig()

@@ -1,4 +1,4 @@
-"""The typographic-attack renderer of the PO reference (spec po_clip.md, "Typographic rendering recipe").
+"""The typographic-attack renderer of the PO reference (Afzali et al., ICLR 2025).
 
 A wrong class name is written onto any PIL image: a font from a set (DejaVu Sans / Serif / Mono by default, any
 .ttf path accepted), a size drawn from the reference's 20-40 pt at 224 px scaled to the image side and shrunk

@@ -1,5 +1,5 @@
 """Zero-shot metrics of a typographic-attack set: clean top-1, typographic top-1 (against the true class) and the
-attack-success rate (share of attacked images predicted as the written word; spec po_clip.md, "Evaluation")."""
+attack-success rate (share of attacked images predicted as the written word; as in Afzali et al., ICLR 2025)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +30,7 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
 
 def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=OBJECT_TEMPLATES) -> float:
     """mean_i KL(pi_ref(.|x_i) || pi_theta(.|x_i)) on clean images, each policy at its own logit scale and with its
-    own class embeddings (spec po_clip.md, "Evaluation")."""
+    own class embeddings (Afzali et al., ICLR 2025)."""
     import torch
 
     def logp(m):
@@ -70,7 +70,7 @@ def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJ
 
 
 def recovery(after: dict, before: dict) -> dict:
-    """The share of the reading damage a defence undoes, per attack family (issue 13):
+    """The share of the reading damage a defence undoes, per attack family:
     recovery<suffix> = (typo_top1 after - typo_top1 before) / (control_top1 before - typo_top1 before), where
     "before" is the pretrained model and its control top-1 (a non-class word written the same way) is what the
     attacked images would score if the written class name cost no more than any text. 1 = all the damage undone,
@@ -89,12 +89,11 @@ def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:
     """How much of the true class survives in a model's features of attacked images: a logistic-regression probe
     (scikit-learn) fitted on the frozen features of ``sets["train"]["typo"]`` and scored on ``sets["test"]``'s
     attacked and clean images. A diagnostic of what a defence that does not change the features could reach."""
-    from sklearn.linear_model import LogisticRegression
-
-    from .zeroshot import encode_images
+    from ..models.inputs import encode_images
+    from .probes import fit_probe
 
     f_tr = encode_images(model, sets["train"]["typo"]).cpu().numpy()
-    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(f_tr, sets["train"]["true"])
+    clf = fit_probe(f_tr, sets["train"]["true"], C=C, seed=seed)
     te = sets["test"]
     return {"probe_train_top1": float(clf.score(f_tr, sets["train"]["true"])),
             "probe_typo_top1": float(clf.score(encode_images(model, te["typo"]).cpu().numpy(), te["true"])),
@@ -105,12 +104,11 @@ def world_probe_ceiling(model, world, n_train: int = 4096, n_test: int = 1024, C
     """The linear-probe ceiling on attacked world images: logistic regression (scikit-learn) fitted on the frozen
     features of ``n_train`` attacked ``train`` images, scored on ``n_test`` attacked ``test`` images (true class).
     How much of the object survives the written word in the features, i.e. the room a defence has."""
-    from sklearn.linear_model import LogisticRegression
-
-    from .zeroshot import encode_images
+    from ..models.inputs import encode_images
+    from .probes import probe_top1
 
     tr = world.generate(n_train, "train", "typographic")
     te = world.generate(n_test, "test", "typographic")
-    f_tr = encode_images(model, tr.images).cpu().numpy()
-    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(f_tr, tr.labels("class_name", world.classes))
-    return float(clf.score(encode_images(model, te.images).cpu().numpy(), te.labels("class_name", world.classes)))
+    return probe_top1(encode_images(model, tr.images).cpu().numpy(), tr.labels("class_name", world.classes),
+                      encode_images(model, te.images).cpu().numpy(), te.labels("class_name", world.classes),
+                      C=C, seed=seed)

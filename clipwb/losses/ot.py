@@ -1,5 +1,6 @@
-"""Optimal-transport contrastive losses (spec gca.md), starting with the solver: a batched log-domain Sinkhorn for
-square and rectangular kernels, balanced and unbalanced, differentiable through its unrolled iterations.
+"""Optimal-transport contrastive losses (Chen et al., "Your contrastive learning problem is secretly a distribution
+alignment problem", NeurIPS 2024), starting with the solver: a batched log-domain Sinkhorn for square and
+rectangular kernels, balanced and unbalanced, differentiable through its unrolled iterations.
 
 Notation: log_k = log K (e.g. s = cos / eps, or -C / eps), row marginal a (n), column marginal b (m). The plan is
 P = diag(u) K diag(v), kept in the log domain: log P = log u[:, None] + log_k + log v[None, :]. A *half-step*

@@ -1,4 +1,5 @@
-"""Preference-optimisation losses for CLIP (spec po_clip.md, "Losses"), pure functions of log-probabilities.
+"""Preference-optimisation losses for CLIP (Afzali et al., "Aligning Visual Contrastive Learning Models via
+Preference Optimization", ICLR 2025), pure functions of log-probabilities.
 
 CLIP is the policy: for an image x and C candidate class prompts T(c),
 

@@ -4,7 +4,8 @@ Specs
 - ``tiny``: the embedded default, open_clip's CLIP built from ``configs/clipwb-tiny.json``; its weights come
   from the project's own pretraining (training/pretrain.py) and are looked up by the hash of the model
   config and the pretraining config, first among the weights shipped in ``clipwb/models/weights/``, then in
-  the cache dir (``$CLIPWB_CACHE`` or ``~/.cache/clipwb``); if absent they are trained on first use.
+  the cache dir (``$CLIPWB_CACHE`` or ``~/.cache/clipwb``); ``weights/index.json`` names the default. Loading
+  never trains: missing weights are an error naming ``python -m clipwb pretrain``.
 - ``NAME:TAG`` (``ViT-B-32:openai``): an open_clip pretrained tag, resolved from the local HF hub cache or
   open_clip's URL cache *without touching the network*; if not cached, ``WeightsNotCachedError`` at once
   with instructions.
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, cache_dir
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -51,10 +52,6 @@ def register_configs() -> None:
         _registered = True
 
 
-def cache_dir(path: str | Path | None = None) -> Path:
-    return Path(path or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb")
-
-
 def tiny_model_config(name: str = TINY_NAME) -> dict:
     return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
@@ -73,46 +70,41 @@ class LoadedModel:
         return iter((self.model, self.preprocess, self.tokenizer))
 
 
-def tiny_weights_path(pretrain_cfg=None, cache: str | Path | None = None, name: str = TINY_NAME) -> tuple[Path, bool]:
-    """(path, exists) of the tiny weights for this pretraining config: shipped file first, then the cache."""
-    from ..training.pretrain import PretrainConfig
+INDEX_FILE = WEIGHTS_DIR / "index.json"
 
-    cfg = pretrain_cfg or PretrainConfig(model_name=name)
-    fname = f"{name}-{cfg.weights_hash(tiny_model_config(name))}.safetensors"
+
+def default_tiny_key(name: str = TINY_NAME) -> str:
+    """The weights key (config hash) that ``tiny`` means: the shipped default recorded in
+    ``weights/index.json``, as open_clip's pretrained registry maps a tag to a file."""
+    index = json.loads(INDEX_FILE.read_text()) if INDEX_FILE.is_file() else {}
+    if name not in index:
+        raise WeightsNotCachedError(f"{INDEX_FILE} names no default weights for {name}: train and ship them with "
+                                    f"`python -m clipwb pretrain --ship`")
+    return index[name]["default"]
+
+
+def set_default_tiny_key(key: str, name: str = TINY_NAME) -> None:
+    """Record ``key`` as the weights ``tiny`` means (``pretrain --ship`` does this), atomically."""
+    index = json.loads(INDEX_FILE.read_text()) if INDEX_FILE.is_file() else {}
+    index[name] = {"default": key, "file": f"{name}-{key}.safetensors"}
+    atomic_write_text(INDEX_FILE, json.dumps(index, indent=1, sort_keys=True) + "\n")
+
+
+def tiny_weights_key(pretrain_cfg) -> str:
+    """The key of the weights a pretraining config makes: its ``weights_hash`` over the tiny model config."""
+    return pretrain_cfg.weights_hash(tiny_model_config(pretrain_cfg.model_name))
+
+
+def tiny_weights_path(key: str | None = None, cache: str | Path | None = None, name: str = TINY_NAME
+                      ) -> tuple[Path, bool]:
+    """(path, exists) of the tiny weights with this key (default: the index's): shipped file first, then the
+    cache dir. Loading never trains: ``clipwb.training.pretrain.ensure_tiny_weights`` makes missing weights."""
+    fname = f"{name}-{key or default_tiny_key(name)}.safetensors"
     shipped = WEIGHTS_DIR / fname
     if shipped.is_file():
         return shipped, True
     cached = cache_dir(cache) / fname
     return cached, cached.is_file()
-
-
-def ensure_tiny_weights(pretrain_cfg=None, cache: str | Path | None = None, progress: bool = True,
-                        train_if_missing: bool = True, force: bool = False) -> Path:
-    """Path to the tiny CLIP weights for ``pretrain_cfg``, pretraining them first if they do not exist
-    (or always, with ``force``; the new file goes into the cache dir ``cache``, the shipped copy is kept)."""
-    from ..training.pretrain import PretrainConfig, pretrain
-
-    cfg = pretrain_cfg or PretrainConfig()
-    path, exists = tiny_weights_path(cfg, cache, cfg.model_name)
-    if exists and not force:
-        return path
-    path = cache_dir(cache) / path.name
-    if not train_if_missing:
-        raise WeightsNotCachedError(
-            f"no pretrained {cfg.model_name} weights at {path}; run `python -m clipwb pretrain` to train them")
-    model, log = pretrain(cfg, progress=progress)
-    save_state_dict(model, path, half=True)
-    # the log's final metrics are those of the saved (fp16-rounded) weights, reloaded as any user would
-    from ..evaluation.zeroshot import world_zero_shot_suite
-    from ..world import World
-    import open_clip
-
-    register_configs()
-    m = open_clip.create_model(cfg.model_name, pretrained=str(path))
-    ev = world_zero_shot_suite(m, open_clip.get_tokenizer(cfg.model_name), World(cfg.world), n=1024, split="test")
-    log["final"] = {k: v for k, v in ev.items() if not k.startswith("_")}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(log, indent=1))
-    return path
 
 
 def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False) -> Path:
@@ -293,8 +285,12 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, cache: str | None = None,
-               pretrain_cfg=None, train_if_missing: bool = True, progress: bool = True) -> LoadedModel:
-    """Model spec -> LoadedModel(model, preprocess, tokenizer, ...) in eval mode. See the module docstring."""
+               pretrain_cfg=None) -> LoadedModel:
+    """Model spec -> LoadedModel(model, preprocess, tokenizer, ...) in eval mode. See the module docstring.
+
+    ``pretrain_cfg`` (``tiny`` only): the weights of that pretraining config instead of the shipped default.
+    Loading never trains: missing tiny weights raise ``WeightsNotCachedError`` naming the command that makes
+    them."""
     import open_clip
 
     register_configs()
@@ -302,7 +298,14 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
     kind, name, arg = parse_spec(spec)
     info: dict = {"kind": kind}
     if kind == "tiny":
-        weights = str(ensure_tiny_weights(pretrain_cfg, cache, progress=progress, train_if_missing=train_if_missing))
+        key = tiny_weights_key(pretrain_cfg) if pretrain_cfg is not None else default_tiny_key(TINY_NAME)
+        path, exists = tiny_weights_path(key, cache, TINY_NAME if pretrain_cfg is None else pretrain_cfg.model_name)
+        if not exists:
+            raise WeightsNotCachedError(
+                f"no pretrained tiny weights {path.name} (looked in {WEIGHTS_DIR} and {path.parent}): train them "
+                f"with `python -m clipwb pretrain` (--config FILE for a non-default PretrainConfig, --cache-dir "
+                f"DIR for another cache) or clipwb.training.pretrain.ensure_tiny_weights(cfg)")
+        weights = str(path)
         log = Path(weights).with_suffix(".json")
         if log.is_file():
             info["pretrain_log"] = str(log)

@@ -1,1 +1,2 @@
-"""Contrastive-learning theory in linear models (spec mmcl.md): multimodal contrastive learning as SVD."""
+"""Contrastive-learning theory in linear models: multimodal contrastive learning as SVD (Nakada et al.,
+"Understanding Multimodal Contrastive Learning and Incorporating Unpaired Data", AISTATS 2023)."""

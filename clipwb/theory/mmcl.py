@@ -1,4 +1,4 @@
-"""Multimodal contrastive learning (MMCL) as SVD in linear models (Nakada et al., AISTATS 2023; spec mmcl.md).
+"""Multimodal contrastive learning (MMCL) as SVD in linear models (Nakada et al., AISTATS 2023).
 
 Notation: n pairs (x_i, y_i), x in R^d1, y in R^d2 (the spec's x~); linear encoders G1 (r x d1), G2 (r x d2);
 similarities s_ij = <G1 x_i, G2 y_j> (inner products, as in the theory); regulariser R = (rho/2)||G1^T G2||_F^2.

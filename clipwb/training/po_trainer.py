@@ -1,5 +1,5 @@
-"""Preference-optimisation training of CLIP against typographic attacks (spec po_clip.md): DPO, IPO, KTO and the
-cross-entropy baseline, in a plain loop.
+"""Preference-optimisation training of CLIP against typographic attacks (Afzali et al., ICLR 2025): DPO, IPO, KTO
+and the cross-entropy baseline, in a plain loop.
 
 One step, for a batch of B pairs (typographic image x', true class y_w, written class y_l, clean image x):
 policy log-probs over the C class prompts for x' and x (one pass of the image tower over 2B images; B for CE),
@@ -41,9 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import profiles
 from ..config import with_overrides
-from ..evaluation.zeroshot import OBJECT_TEMPLATES, images_to_tensor, template_mean
-from ..io import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
+from ..evaluation.zeroshot import OBJECT_TEMPLATES, template_mean
+from ..models.inputs import images_to_tensor
+from ..fileio import atomic_write, atomic_write_text, check_writable_dir, clean_stale_temp_files
 from ..losses.po import DEFAULT_BETA, KTO_Z0, METHODS, po_loss, policy_logprobs
 from ..precision import Precision, check_precision, resolve_precision
 from .schedule import warmup_cosine
@@ -54,7 +56,8 @@ TRAIN_MODES = ("image", "all", "last_k", "linear_head")
 @dataclass(frozen=True)
 class POConfig:
     """Defaults = the reference settings (Adamax lr 2e-5, cosine to 0, no warmup, 512 pairs, 3 epochs, seed 0,
-    drop_last, BMA over all iterates). ``PO_PROFILES["embedded"]`` holds the tiny model's own settings."""
+    drop_last, BMA over all iterates). ``clipwb.profiles.PROFILES["po"]["embedded"]`` holds the tiny model's own
+    settings."""
     method: str = "dpo"
     beta: float | None = None  # None: the method's reference value (DPO 1.0, IPO 0.01, KTO 1.5)
     lam: float = 1.0  # weight of KL(pi_ref || pi_theta) on clean images; the reference ran 1.0 (CE: unused)
@@ -110,29 +113,11 @@ class POConfig:
         return DEFAULT_BETA[self.method] if self.beta is None else self.beta
 
 
-PO_PROFILES = {
-    "reference": {},
-    # the tiny CLIP of the embedded world (measured choices, see the README): a 50x larger learning rate with a
-    # 10-step warm-up (Adamax's first steps move every weight by ~lr; without warm-up the clean KL jumps to 6 nats
-    # at step 2 and DPO ends 3 points lower on clean images), smaller batches (more steps on fewer pairs)
-    "embedded": {"lr": 1e-3, "warmup": 10, "batch_size": 256, "epochs": 3},
-}
-# per-method overrides of a profile, applied by po_config when the method matches
-PO_PROFILE_METHODS = {
-    # IPO's reference beta 0.01 asks for a 50-nat margin: its unbounded squared loss swamps the KL term and the
-    # tiny model's clean top-1 falls from 0.92 to 0.62 (0.66 at lr 1e-4); with beta 0.1 (a 5-nat margin) and the
-    # warm-up, lam 1 costs 2.2 points of clean top-1 (typographic 0.375), lam 10 none (typographic 0.356)
-    "embedded": {"ipo": {"beta": 0.1, "lam": 10.0}},
-}
-
-
 def po_config(profile: str = "reference", **overrides) -> POConfig:
     """The profile's settings, its per-method settings for ``overrides["method"]``, then ``overrides``."""
-    if profile not in PO_PROFILES:
-        raise ValueError(f"unknown PO profile {profile!r}; use one of {list(PO_PROFILES)}")
-    method = overrides.get("method", POConfig.method)
-    per = PO_PROFILE_METHODS.get(profile, {}).get(method, {})
-    return with_overrides(POConfig(), {**PO_PROFILES[profile], **per, **overrides})
+    base = profiles.profile("po", profile)
+    per = profiles.profile("po_methods", profile).get(overrides.get("method", POConfig.method), {})
+    return with_overrides(POConfig(), {**base, **per, **overrides})
 
 
 # -- distributed helpers ---------------------------------------------------------------------------------------
@@ -285,11 +270,213 @@ def _fingerprint(model: nn.Module) -> list:
             round(float(sum(p.detach().double().sum() for p in model.parameters())), 4)]
 
 
+class BMA:
+    """Bayesian model averaging over all iterates, the initial weights included: running sums of w_k theta_k and
+    w_k with w = ``bma_weights(total, alpha)``, kept in float64."""
+
+    def __init__(self, names: list[str], params: list[torch.Tensor], total: int, alpha: float):
+        self.names, self.params = names, params
+        self.w = bma_weights(total, alpha)
+        self.sum = {nm: p.detach().double() * self.w[0] for nm, p in zip(names, params)}
+        self.wsum = float(self.w[0])
+
+    @torch.no_grad()
+    def add(self, step: int) -> None:
+        """Add the iterate after optimiser step ``step`` (0-based)."""
+        for nm, p in zip(self.names, self.params):
+            self.sum[nm] += p.detach().double() * self.w[step + 1]
+        self.wsum += float(self.w[step + 1])
+
+    def average(self, name: str) -> torch.Tensor:
+        return self.sum[name] / self.wsum
+
+    def state(self) -> dict:
+        return {"bma_sum": {k: v.cpu() for k, v in self.sum.items()}, "bma_wsum": self.wsum}
+
+    def load(self, state: dict, device) -> None:
+        self.sum = {nm: t.to(device) for nm, t in state["bma_sum"].items()}
+        self.wsum = float(state["bma_wsum"])
+
+
+@dataclass
+class _Setup:
+    """Where and how a run trains: process rank and count (torchrun), device, precision."""
+    rank: int
+    world_size: int
+    device: torch.device
+    prec: Precision
+    distributed: bool
+
+    @classmethod
+    def resolve(cls, cfg: POConfig) -> "_Setup":
+        dist = _dist()
+        device = resolve_device(cfg.device)
+        return cls(dist.get_rank() if dist else 0, dist.get_world_size() if dist else 1, device,
+                   resolve_precision(cfg.precision, device), dist is not None)
+
+
+def _steps_per_epoch(data: dict, cfg: POConfig, world_size: int) -> int:
+    n = len(data["typo"])
+    if len(data["clean"]) != n or len(data["true"]) != n or len(data["written"]) != n:
+        raise ValueError("data['clean'], ['typo'], ['true'], ['written'] must have the same length")
+    if cfg.batch_size % world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
+    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    if steps < 1:
+        raise ValueError(f"{n} pairs do not fill one batch of {cfg.batch_size} with drop_last: lower batch_size")
+    return steps
+
+
+def _checkpoint_path(out_dir: Path | None, resume: bool, cfg: POConfig, rank: int) -> Path | None:
+    """``out_dir/checkpoint.pt`` after checking the folder (and, to resume, that a checkpoint is there)."""
+    if resume and out_dir is None:
+        raise ValueError("resume needs out_dir (where the checkpoint is)")
+    if out_dir is None:
+        return None
+    ckpt = out_dir / "checkpoint.pt"
+    check_writable_dir(out_dir, "out_dir")
+    if rank == 0:
+        clean_stale_temp_files(out_dir)
+    if resume and not ckpt.is_file():
+        raise ValueError(f"nothing to resume: no checkpoint at {ckpt} (a run writes one every checkpoint_every "
+                         f"steps; checkpoint_every={cfg.checkpoint_every}); run without resume to start at step 0")
+    return ckpt
+
+
+def _batch_indices(step: int, steps_per_epoch: int, n: int, cfg: POConfig, rank: int, world_size: int):
+    """(epoch, this process's indices) of optimiser step ``step``: a seeded permutation per epoch, the global batch
+    split between processes (the ragged last batch of drop_last=False dealt round-robin)."""
+    epoch, b = divmod(step, steps_per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+    per_rank = cfg.batch_size // world_size
+    if len(idx) == cfg.batch_size:
+        return epoch, idx[rank * per_rank:(rank + 1) * per_rank]
+    return epoch, idx[rank::world_size]
+
+
+class _Trainable:
+    """Everything the training mode changes: which parameters train, what one step feeds the policy (images
+    through the tower, or the frozen tower's cached features for ``linear_head``) and how the final raw and
+    averaged weights are written into the model (copied, or the head folded into the output projection)."""
+
+    def __init__(self, cfg: POConfig, policy_model: nn.Module, ref: nn.Module, data: dict, need_clean: bool,
+                 dim: int, setup: _Setup):
+        self.cfg, self.model, self.need_clean, self.prec = cfg, policy_model, need_clean, setup.prec
+        self.head = cfg.train == "linear_head"
+        set_trainable(policy_model, "image" if self.head else cfg.train, cfg.last_k)
+        if self.head:
+            for p in policy_model.parameters():
+                p.requires_grad_(False)
+            self.cached_typo = _features(ref, data["typo"], 512, setup.device, setup.prec)
+            self.cached_clean = _features(ref, data["clean"], 512, setup.device, setup.prec) if need_clean else None
+        self.policy = _Policy(policy_model, cfg.train, dim).to(setup.device)
+        self.names = [nm for nm, p in self.policy.named_parameters() if p.requires_grad]
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+
+    def inputs(self, data: dict, idx: torch.Tensor, idx_np: np.ndarray) -> torch.Tensor:
+        """The step's input: attacked images, then their clean counterparts (for the KL term)."""
+        if self.head:
+            return torch.cat([self.cached_typo[idx], self.cached_clean[idx]]) if self.need_clean else \
+                self.cached_typo[idx]
+        imgs = np.concatenate([data["typo"][idx_np], data["clean"][idx_np]]) if self.need_clean else \
+            data["typo"][idx_np]
+        x = images_to_tensor(imgs, self.model)
+        return x.contiguous(memory_format=torch.channels_last) if self.prec.channels_last else x
+
+    @torch.no_grad()
+    def final_models(self, bma: BMA) -> tuple[nn.Module, nn.Module]:
+        """(raw, averaged) models, frozen, in eval mode and contiguous memory format."""
+        raw, avg = self.model, copy.deepcopy(self.model)
+        if self.head:
+            fold_linear_head(raw, self.policy.head.weight.detach().float())
+            fold_linear_head(avg, bma.average("head.weight").float())
+        else:
+            avg_params = dict(avg.named_parameters())
+            for nm in self.names:
+                target = avg_params[nm.removeprefix("model.")]
+                target.copy_(bma.average(nm).to(target))
+        for m in (raw, avg):
+            m.to(memory_format=torch.contiguous_format)
+            for p in m.parameters():
+                p.requires_grad_(False)
+            m.eval()
+        return raw, avg
+
+
+@dataclass
+class _Checkpoints:
+    """Atomic checkpoints of a run (trainable parameters, optimiser, BMA sums, log, the run's identity) and the
+    checked restore of one: a checkpoint of another model, data or config is refused."""
+    path: Path | None
+    out_dir: Path | None
+    cfg: POConfig
+    run_id: dict
+    setup: _Setup
+    total: int
+    fingerprint: list
+    names: list[str]
+    params: list[torch.Tensor]
+    opt: torch.optim.Optimizer
+    bma: BMA
+
+    def save(self, step: int, log: list[dict]) -> None:
+        if self.path is None or self.setup.rank != 0:
+            return
+        state = {"step": step, "total": self.total, "names": self.names, "fingerprint": self.fingerprint,
+                 "params": {nm: p.detach().cpu() for nm, p in zip(self.names, self.params)},
+                 "optimizer": self.opt.state_dict(), **self.bma.state(), "log": log,
+                 "config": json.dumps(dataclasses.asdict(self.cfg), default=str),
+                 "run": json.dumps(self.run_id), "precision": json.dumps(self.setup.prec.to_dict())}
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        _write_log(self.out_dir, log)
+
+    def restore(self) -> tuple[int, list[dict]]:
+        """Load the checkpoint into the parameters, optimiser and BMA; returns (step, log) to go on from."""
+        state = load_checkpoint(self.path, self.setup.device)
+        _check_same_run(self.path, json.loads(state.get("run", "{}")), self.run_id)
+        if state["fingerprint"] != self.fingerprint or state["names"] != self.names or state["total"] != self.total:
+            raise ValueError(f"cannot resume from {self.path}: it belongs to another model, data size or config; run "
+                             f"without resume to start over, or pass another out_dir")
+        with torch.no_grad():
+            for nm, p in zip(self.names, self.params):
+                p.copy_(state["params"][nm])
+        self.opt.load_state_dict(state["optimizer"])
+        self.bma.load(state, self.setup.device)
+        return int(state["step"]), list(state["log"])
+
+
+def _frozen_copies(model: nn.Module, setup: _Setup) -> tuple[nn.Module, nn.Module]:
+    """(reference, policy) copies of ``model`` on the device; the reference never trains."""
+    ref = copy.deepcopy(model).to(setup.device).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    policy_model = copy.deepcopy(model).to(setup.device).eval()
+    if setup.prec.channels_last:
+        ref = ref.to(memory_format=torch.channels_last)
+        policy_model = policy_model.to(memory_format=torch.channels_last)
+    return ref, policy_model
+
+
+def _save_outputs(out_dir: Path, log, cfg: POConfig, run_id: dict, setup: _Setup, total: int, train_seconds: float,
+                  models: tuple[nn.Module, nn.Module] | None, model_name: str) -> None:
+    _write_log(out_dir, log)
+    atomic_write_text(out_dir / "run.json", json.dumps(
+        {"config": dataclasses.asdict(cfg), "run": run_id, "precision": setup.prec.to_dict(), "steps": total,
+         "train_seconds": train_seconds}, indent=1, default=str))
+    if models is not None:
+        from ..models.loading import save_model
+
+        save_model(models[0], out_dir / "raw", model_name)
+        save_model(models[1], out_dir / "avg", model_name)
+
+
 def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | None = None,
              out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
              save: bool = True, on_step=None, model_name: str = "clipwb-tiny") -> POResult:
-    """Train ``model`` (a copy; the argument is not modified) on ``data`` = {"clean", "typo": uint8 (n, H, W, 3),
-    "true", "written": int (n,)} (e.g. ``TypographicDataset.arrays()``) and return raw and averaged models.
+    """Train ``model`` (a copy; the argument is not modified) on ``data``, a ``PreferencePairs`` (or a mapping
+    with its "clean", "typo": uint8 (n, H, W, 3), "true", "written": int (n,)), and return raw and averaged
+    models.
 
     ``out_dir`` receives checkpoints (``checkpoint.pt``), the per-step log (``log.csv``, ``log.json``) and, with
     ``save``, the final models in open_clip's format (``raw/``, ``avg/``). ``on_step(step, stats)`` is called
@@ -298,123 +485,54 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     from ..progress import tqdm
 
     cfg = cfg or POConfig()
-    dist = _dist()
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
-    device = resolve_device(cfg.device)
-    on_cuda = device.type == "cuda"
-    prec = resolve_precision(cfg.precision, device)
-    cl = prec.channels_last
+    setup = _Setup.resolve(cfg)
+    rank, world_size, device = setup.rank, setup.world_size, setup.device
     classes = list(classes)
     n = len(data["typo"])
-    if len(data["clean"]) != n or len(data["true"]) != n or len(data["written"]) != n:
-        raise ValueError("data['clean'], ['typo'], ['true'], ['written'] must have the same length")
-    if cfg.batch_size % world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
-    steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
-    if steps_per_epoch < 1:
-        raise ValueError(f"{n} pairs do not fill one batch of {cfg.batch_size} with drop_last: lower batch_size")
+    steps_per_epoch = _steps_per_epoch(data, cfg, world_size)
     total = steps_per_epoch * cfg.epochs
     out_dir = Path(out_dir) if out_dir is not None else None
-    if resume and out_dir is None:
-        raise ValueError("resume needs out_dir (where the checkpoint is)")
-    ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
-    if out_dir is not None:
-        check_writable_dir(out_dir, "out_dir")
-        if rank == 0:
-            clean_stale_temp_files(out_dir)
-        if resume and not ckpt.is_file():
-            raise ValueError(f"nothing to resume: no checkpoint at {ckpt} (a run writes one every checkpoint_every "
-                             f"steps; checkpoint_every={cfg.checkpoint_every}); run without resume to start at step 0")
+    ckpt = _checkpoint_path(out_dir, resume, cfg, rank)
     run_id = run_identity(cfg, data)
 
     torch.manual_seed(cfg.seed)
-    ref = copy.deepcopy(model).to(device).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    policy_model = copy.deepcopy(model).to(device).eval()
-    if cl:
-        ref = ref.to(memory_format=torch.channels_last)
-        policy_model = policy_model.to(memory_format=torch.channels_last)
+    ref, policy_model = _frozen_copies(model, setup)
     fingerprint = _fingerprint(policy_model)
     y_w = torch.as_tensor(np.asarray(data["true"]), device=device)
     y_l = torch.as_tensor(np.asarray(data["written"]), device=device)
     need_clean = cfg.method != "ce"
 
     t0 = time.time()
-    ref_typo = reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, precision=prec)
-    ref_clean = (reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, precision=prec)
+    ref_typo = reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, precision=setup.prec)
+    ref_clean = (reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, precision=setup.prec)
                  if need_clean else None)
     tokens = tokenizer([t.format(c) for c in classes for t in cfg.templates]).to(device)
     with torch.no_grad():
         fixed_txt = class_features(ref, tokens, len(classes))
     scale = _logit_scale(ref)
 
-    set_trainable(policy_model, "image" if cfg.train == "linear_head" else cfg.train, cfg.last_k)
-    if cfg.train == "linear_head":
-        for p in policy_model.parameters():
-            p.requires_grad_(False)
-        cached_typo = _features(ref, data["typo"], 512, device, prec)
-        cached_clean = _features(ref, data["clean"], 512, device, prec) if need_clean else None
-    policy = _Policy(policy_model, cfg.train, int(fixed_txt.shape[-1])).to(device)
-    names = [nm for nm, p in policy.named_parameters() if p.requires_grad]
-    params = [p for p in policy.parameters() if p.requires_grad]
-    net = policy
-    if dist:
+    tr = _Trainable(cfg, policy_model, ref, data, need_clean, int(fixed_txt.shape[-1]), setup)
+    names, params = tr.names, tr.params
+    net = tr.policy
+    if setup.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(policy, device_ids=[device.index] if on_cuda else None)
+        net = DDP(tr.policy, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adamax(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    w = bma_weights(total, cfg.bma_alpha)
-    bma_sum = {nm: p.detach().double() * w[0] for nm, p in zip(names, params)}
-    bma_wsum = float(w[0])
-    log: list[dict] = []
-    start = 0
-    if resume:
-        state = load_checkpoint(ckpt, device)
-        _check_same_run(ckpt, json.loads(state.get("run", "{}")), run_id)
-        if state["fingerprint"] != fingerprint or state["names"] != names or state["total"] != total:
-            raise ValueError(f"cannot resume from {ckpt}: it belongs to another model, data size or config; run "
-                             f"without resume to start over, or pass another out_dir")
-        with torch.no_grad():
-            for nm, p in zip(names, params):
-                p.copy_(state["params"][nm])
-        opt.load_state_dict(state["optimizer"])
-        bma_sum = {nm: t.to(device) for nm, t in state["bma_sum"].items()}
-        bma_wsum, start, log = float(state["bma_wsum"]), int(state["step"]), list(state["log"])
+    bma = BMA(names, params, total, cfg.bma_alpha)
+    checkpoints = _Checkpoints(ckpt, out_dir, cfg, run_id, setup, total, fingerprint, names, params, opt, bma)
+    start, log = checkpoints.restore() if resume else (0, [])
 
-    def save_checkpoint(step: int):
-        if ckpt is None or rank != 0:
-            return
-        state = {"step": step, "total": total, "names": names, "fingerprint": fingerprint,
-                 "params": {nm: p.detach().cpu() for nm, p in zip(names, params)},
-                 "optimizer": opt.state_dict(), "bma_sum": {k: v.cpu() for k, v in bma_sum.items()},
-                 "bma_wsum": bma_wsum, "log": log, "config": json.dumps(dataclasses.asdict(cfg), default=str),
-                 "run": json.dumps(run_id), "precision": json.dumps(prec.to_dict())}
-        atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
-        _write_log(out_dir, log)
-
-    per_rank = cfg.batch_size // world_size
     bar = tqdm(total=total, initial=start, disable=not progress or rank != 0, desc=f"{cfg.method} ({cfg.train})")
     for step in range(start, total):
-        epoch, b = divmod(step, steps_per_epoch)
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=g)
-        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        idx = idx[rank * per_rank:(rank + 1) * per_rank] if len(idx) == cfg.batch_size else \
-            idx[rank::world_size]  # the ragged last batch (drop_last=False)
+        epoch, idx = _batch_indices(step, steps_per_epoch, n, cfg, rank, world_size)
         idx_np = idx.numpy()
         idx = idx.to(device)
         lr = lr_at(step, total, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        if cfg.train == "linear_head":
-            x = torch.cat([cached_typo[idx], cached_clean[idx]]) if need_clean else cached_typo[idx]
-        else:
-            imgs = np.concatenate([data["typo"][idx_np], data["clean"][idx_np]]) if need_clean else data["typo"][idx_np]
-            x = images_to_tensor(imgs, policy_model)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-        with prec.autocast_ctx(device):
+        x = tr.inputs(data, idx, idx_np)
+        with setup.prec.autocast_ctx(device):
             img, txt = net(x, tokens if cfg.train == "all" else None)
         txt = template_mean(txt, len(classes)) if txt is not None else fixed_txt
         s = _logit_scale(policy_model) if cfg.train == "all" else scale
@@ -423,17 +541,14 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         loss, stats = po_loss(cfg.method, logp[:k], ref_typo[idx], y_w[idx], y_l[idx],
                               logp[k:] if need_clean else None, ref_clean[idx] if need_clean else None,
                               beta=cfg.beta_value, lam=cfg.lam, label_smoothing=cfg.label_smoothing,
-                              reference_free=cfg.reference_free, kl_reduce=_all_mean if dist else None,
+                              reference_free=cfg.reference_free, kl_reduce=_all_mean if setup.distributed else None,
                               kto_z0=cfg.kto_z0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            for nm, p in zip(names, params):
-                bma_sum[nm] += p.detach().double() * w[step + 1]
-        bma_wsum += float(w[step + 1])
+        bma.add(step)
         stats["loss"] = float(loss.detach())
-        if dist:
+        if setup.distributed:
             vec = _all_mean(torch.tensor([stats[k_] for k_ in sorted(stats)], dtype=torch.float64, device=device))
             stats = dict(zip(sorted(stats), vec.tolist()))
         row = {"step": step + 1, "epoch": epoch, "lr": lr, **stats, "seconds": time.time() - t0}
@@ -441,41 +556,17 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['pref_acc']:.2f}")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
-            save_checkpoint(step + 1)
+            checkpoints.save(step + 1, log)
         if on_step is not None:
             on_step(step + 1, row)
     bar.close()
     train_seconds = time.time() - t0
 
-    raw = policy_model
-    avg = copy.deepcopy(policy_model)
-    avg_params = dict(avg.named_parameters()) if cfg.train != "linear_head" else None
-    with torch.no_grad():
-        if cfg.train == "linear_head":
-            W_raw = policy.head.weight.detach().float()
-            W_avg = (bma_sum["head.weight"] / bma_wsum).float()
-            fold_linear_head(raw, W_raw)
-            fold_linear_head(avg, W_avg)
-        else:
-            for nm in names:
-                target = avg_params[nm.removeprefix("model.")]
-                target.copy_((bma_sum[nm] / bma_wsum).to(target))
-    for m in (raw, avg):
-        m.to(memory_format=torch.contiguous_format)
-        for p in m.parameters():
-            p.requires_grad_(False)
-        m.eval()
+    raw, avg = tr.final_models(bma)
     if out_dir is not None and rank == 0:
-        _write_log(out_dir, log)
-        atomic_write_text(out_dir / "run.json", json.dumps(
-            {"config": dataclasses.asdict(cfg), "run": run_id, "precision": prec.to_dict(), "steps": total,
-             "train_seconds": train_seconds}, indent=1, default=str))
-        if save:
-            from ..models.loading import save_model
-
-            save_model(raw, out_dir / "raw", model_name)
-            save_model(avg, out_dir / "avg", model_name)
-    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, prec.to_dict())
+        _save_outputs(out_dir, log, cfg, run_id, setup, total, train_seconds, (raw, avg) if save else None,
+                      model_name)
+    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, setup.prec.to_dict())
 
 
 # -- run identity, checkpoints, output folders -------------------------------------------------------------------

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import profiles
 from ..config import config_hash, with_overrides
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text, cache_dir
 from ..precision import cpu_info, resolve_precision
 from ..world import World, WorldConfig
 from .schedule import warmup_cosine
@@ -99,17 +100,8 @@ _REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
 _WORLD_OMIT_AT_DEFAULT: dict = {"mix_sign": 0.0, "mix_object_other_text": 0.0, "text_other_share": 0.0,
                                 "text_placement": "anywhere", "faint_hat_alpha": (0.3, 0.6)}
 
-PRETRAIN_PROFILES = {
-    "full": {},
-    # a seconds-long run for tests and smoke checks: same code path, far from the accuracy targets
-    "quick": {"n_images": 1024, "steps": 12, "batch_size": 32, "warmup": 2, "early_steps": 4, "eval_every": 0},
-}
-
-
 def pretrain_config(profile: str = "full", **overrides) -> PretrainConfig:
-    if profile not in PRETRAIN_PROFILES:
-        raise ValueError(f"unknown pretraining profile {profile!r}; use one of {list(PRETRAIN_PROFILES)}")
-    return with_overrides(PretrainConfig(), {**PRETRAIN_PROFILES[profile], **overrides})
+    return with_overrides(PretrainConfig(), {**profiles.profile("pretrain", profile), **overrides})
 
 
 def _param_groups(model, weight_decay: float):
@@ -168,7 +160,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     import open_clip
     from ..progress import tqdm
 
-    from ..evaluation.zeroshot import images_to_tensor, world_zero_shot_suite
+    from ..evaluation.zeroshot import world_zero_shot_suite
+    from ..models.inputs import images_to_tensor
     from ..models import register_configs
 
     register_configs()
@@ -233,3 +226,29 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
         atomic_write_text(log_path, json.dumps(log, indent=1))
     return model, log
 
+
+
+def ensure_tiny_weights(cfg: PretrainConfig | None = None, cache: str | Path | None = None, progress: bool = True,
+                        force: bool = False) -> Path:
+    """Path to the tiny CLIP weights of ``cfg`` (default: ``PretrainConfig()``), pretraining them first if they
+    exist neither shipped nor in the cache dir ``cache`` (or always, with ``force``: the new file goes into
+    ``cache``, a shipped copy elsewhere is kept). The only place that trains weights for loading; the log beside
+    them ends with the zero-shot suite of the saved (fp16-rounded) file, reloaded as any user would."""
+    import open_clip
+
+    from ..evaluation.zeroshot import world_zero_shot_suite
+    from ..models.loading import register_configs, save_state_dict, tiny_weights_key, tiny_weights_path
+
+    cfg = cfg or PretrainConfig()
+    path, exists = tiny_weights_path(tiny_weights_key(cfg), cache, cfg.model_name)
+    if exists and not force:
+        return path
+    path = cache_dir(cache) / path.name
+    model, log = pretrain(cfg, progress=progress)
+    save_state_dict(model, path, half=True)
+    register_configs()
+    m = open_clip.create_model(cfg.model_name, pretrained=str(path))
+    ev = world_zero_shot_suite(m, open_clip.get_tokenizer(cfg.model_name), World(cfg.world), n=1024, split="test")
+    log["final"] = {k: v for k, v in ev.items() if not k.startswith("_")}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(log, indent=1))
+    return path

@@ -117,7 +117,7 @@ class WorldBatch:
         import csv
         import io
 
-        from ..io import atomic_write_text
+        from ..fileio import atomic_write_text
 
         keys = list(dict.fromkeys(k for r in self.records for k in r))
         buf = io.StringIO()
@@ -302,7 +302,7 @@ class World:
         """Images ``start .. start+n-1`` of ``split`` as one uint8 array plus their records."""
         from ..progress import tqdm
 
-        from ..io import check_memory
+        from ..fileio import check_memory
 
         S = self.config.image_size
         if n < 0 or start < 0:

@@ -1,6 +1,6 @@
 """Writing words onto images with real fonts (the world's text; the typographic renderer builds on it).
 
-Follows the typographic recipe of the PO reference (spec po_clip.md): a font from a set, a size drawn from a
+Follows the typographic recipe of the PO reference (Afzali et al., ICLR 2025): a font from a set, a size drawn from a
 range and shrunk one point at a time until the text fits, a uniform random top-left position, a fill and a
 1-px stroke in two different colours of eight named ones, and the line-splitting rule for multi-word names.
 Every random choice comes from the caller's numpy Generator and is returned as a record.

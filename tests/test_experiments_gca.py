@@ -8,7 +8,7 @@ import torch
 
 from clipwb.config import ConfigError
 from clipwb.losses.ot import gca_loss
-from clipwb.training import gca_experiment as G
+from clipwb.experiments import gca as G
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_config_errors_name_the_fix():
 def test_runs_are_deterministic_measured_and_cached(data, tmp_path, task, method):
     cfg = G.gca_config("quick", task=task, method=method, noise_share=0.25)
     a = G.run_cached(cfg, data, tmp_path, progress=False)
-    files = list(tmp_path.glob("gca-*.json"))
+    files = list((tmp_path / "runs").glob("gca-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["loss"] == a["loss"]
     b = G.train_gca(cfg, data, progress=False)
     assert a["loss"] == b["loss"] and a["linear_probe_top1"] == b["linear_probe_top1"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clipwb.steering.experiments import (concept_data, evaluate, linear_probes, stereotyped_sets, sweep_t,
+from clipwb.experiments.concepts import (concept_data, evaluate, linear_probes, stereotyped_sets, sweep_t,
                                          train_concept_map, _pairs_mitigation)
 from clipwb.steering.linear import LinearMapConfig
 from clipwb.world import World
@@ -66,3 +66,17 @@ def test_widget_updates_and_static_sweep(cd, tmp_path):
     assert sum(p0.values()) == pytest.approx(1.0) and (tmp_path / "04_widget_sweep_gender.png").is_file()
     with pytest.raises(ValueError, match="unknown concepts"):
         steering_demo(cd, {"age": fam}, interactive=False)
+
+
+def test_concept_maps_are_cached_exactly(cd, monkeypatch):
+    import clipwb.experiments.concepts as C
+
+    cfg = LinearMapConfig(steps=5, lr=0.02, seed=3)
+    fam, log = train_concept_map(cd, "typographic", cfg)
+    uncached, _ = train_concept_map(cd, "typographic", cfg, cache=False)
+    assert np.array_equal(fam.W, uncached.W)
+    monkeypatch.setattr(C, "train_linear_map", lambda *a, **k: pytest.fail("retrained a cached map"))
+    again, log2 = train_concept_map(cd, "typographic", cfg)
+    assert np.array_equal(again.W, fam.W) and log2 == log and len(log) == 5
+    with pytest.raises(pytest.fail.Exception):  # another concept or config is another map
+        train_concept_map(cd, "typographic", LinearMapConfig(steps=6, lr=0.02, seed=3))

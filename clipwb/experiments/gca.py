@@ -1,6 +1,6 @@
-"""GCA experiments on the embedded world (issue 6, notebook 05): small encoders trained with INCE, RINCE,
-GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or CLIP-style (image and
-caption), under clean or noisy positives, then measured with a frozen-feature linear probe, zero-shot accuracy
+"""GCA experiments on the embedded world (notebook 05; Chen et al., NeurIPS 2024): small encoders trained with INCE,
+RINCE, GCA-INCE, GCA-RINCE and GCA-UOT, SimCLR-style (two augmented views of an object image) or CLIP-style (image
+and caption), under clean or noisy positives, then measured with a frozen-feature linear probe, zero-shot accuracy
 (CLIP), alignment and uniformity (Wang & Isola 2020) and time per epoch.
 
 Data: the world's ``object`` images (16 classes, 6 background styles: the *domain* label used by the domain-aware
@@ -16,7 +16,6 @@ are cached as JSON by config hash, so a re-run of the notebook resumes where it 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -27,10 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import config_hash, with_overrides
-from ..io import atomic_write_text
+from .. import profiles
+from ..config import with_overrides
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
-from .schedule import warmup_cosine
+from ..training.schedule import warmup_cosine
+from .cache import cached_json
+from .summary import seed_summary
 
 METHODS = GCA_METHODS
 
@@ -81,17 +82,8 @@ class GCAConfig:
             raise ValueError("the alpha/beta target plan is implemented for the simclr task")
 
 
-GCA_PROFILES = {
-    "full": {},
-    "quick": {"n_train": 256, "n_test": 128, "epochs": 2, "batch_size": 64, "warmup": 1, "width": 8,
-              "embed_dim": 16},
-}
-
-
 def gca_config(profile: str = "full", **overrides) -> GCAConfig:
-    if profile not in GCA_PROFILES:
-        raise ValueError(f"unknown GCA profile {profile!r}; use one of {list(GCA_PROFILES)}")
-    return with_overrides(GCAConfig(), {**GCA_PROFILES[profile], **overrides})
+    return with_overrides(GCAConfig(), {**profiles.profile("gca", profile), **overrides})
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -251,13 +243,10 @@ def alignment_uniformity(za: torch.Tensor, zb: torch.Tensor, t: float = 2.0) -> 
 
 def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
                  seed: int = 0) -> float:
-    """Top-1 of a multinomial logistic regression (scikit-learn) on standardised frozen features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Top-1 of the workbench's linear probe (``evaluation.probes``) on standardised frozen features."""
+    from ..evaluation.probes import fit_probe
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
-    clf.fit(f_train, y_train)
+    clf = fit_probe(f_train, y_train, C=0.5, max_iter=2000, standardize=True, seed=seed)
     return float((clf.predict(f_test) == y_test).mean())
 
 
@@ -359,17 +348,9 @@ def evaluate_encoder(cfg: GCAConfig, model: SmallConvNet, data: ObjectData, text
 
 # -- grids with a per-run cache ---------------------------------------------------------------------------------
 def run_cached(cfg: GCAConfig, data: ObjectData, cache_dir: str | Path | None, progress: bool = True) -> dict:
-    """``train_gca`` with its result cached as ``<cache_dir>/<config hash>.json`` (written atomically)."""
-    if cache_dir is None:
-        return train_gca(cfg, data, progress)
-    path = Path(cache_dir) / f"gca-{config_hash(cfg)}.json"
-    if path.is_file():
-        res = json.loads(path.read_text())
-        res.setdefault("epoch_seconds_median", float(np.median(res["epoch_seconds"])))
-        return res
-    res = train_gca(cfg, data, progress)
-    atomic_write_text(path, json.dumps(res))
-    return res
+    """``train_gca`` through the run cache (``experiments.cache``, under ``cache_dir``; None: no cache), keyed by
+    the config (which fixes the data too)."""
+    return cached_json("gca", [cfg], lambda: train_gca(cfg, data, progress), cache_dir, enabled=cache_dir is not None)
 
 
 SUMMARY_KEYS = ("linear_probe_top1", "domain_probe_top1", "zero_shot_top1", "alignment", "uniformity",
@@ -377,31 +358,14 @@ SUMMARY_KEYS = ("linear_probe_top1", "domain_probe_top1", "zero_shot_top1", "ali
 
 
 def summarise(results: list[dict], by: tuple[str, ...] = ("task", "method", "noise_share")) -> list[dict]:
-    """Mean and std over seeds of every metric, grouped by config fields ``by``."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in results:
-        groups.setdefault(tuple(r["config"][k] for k in by), []).append(r)
+    """Mean and std over seeds of every metric, grouped by config fields ``by`` (``experiments.summary``)."""
     rows = []
-    for key, rs in groups.items():
-        row = dict(zip(by, key))
-        row["seeds"] = len(rs)
-        for m in SUMMARY_KEYS:
-            vals = [r[m] for r in rs if m in r]
-            if vals:
-                row[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
-        rows.append(row)
+    for key, n, stats in seed_summary(results, lambda r: tuple(r["config"][k] for k in by), SUMMARY_KEYS):
+        rows.append({**dict(zip(by, key)), "seeds": n, **{m: {"mean": mu, "std": sd} for m, (mu, sd) in stats.items()}})
     return rows
 
 
 # -- the notebook's experiments -----------------------------------------------------------------------------------
-# linear-probe top-1 (%) reported in the paper (spec gca.md): ResNet-18/50, 500/200 epochs
-PAPER_HEADLINES = {
-    "CIFAR-10": {"ince": 92.01, "gca-ince": 92.36, "gca-rince": 92.09, "gca-uot": 92.61},
-    "CIFAR-100": {"ince": 74.84, "gca-uot": 77.60},
-    "ImageNet-100": {"ince": 73.01, "gca-uot": 74.09},
-    "CIFAR-10 noisy views": {"ince": 82.03, "gca-uot": 83.18},
-    "CIFAR-10C": {"ince": 70.07, "gca-uot": 71.45},
-}
 
 
 def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares=(0.0, 0.3), seeds=(0, 1),

@@ -1,11 +1,16 @@
-"""Atomic file writes: write to a temp file in the target folder, then rename, so that nothing already
-written is lost or left half-written when a run is interrupted."""
+"""Files: atomic writes (write to a temp file in the target folder, then rename, so that nothing already
+written is lost or left half-written when a run is interrupted), writable-folder and memory checks, the cache dir."""
 from __future__ import annotations
 
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def cache_dir(path: str | Path | None = None) -> Path:
+    """clipwb's cache (tiny weights, datasets, runs): ``path``, else ``$CLIPWB_CACHE``, else ``~/.cache/clipwb``."""
+    return Path(path or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

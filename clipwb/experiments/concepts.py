@@ -14,15 +14,18 @@ Three maps, each trained by ``train_linear_map`` (DPO against the identity, KL k
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..evaluation.bias import mean_max_skew, occupation_gap, per_group_accuracy, stereotype_error_rate
-from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_text_features, encode_images
+from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_text_features
+from ..models.inputs import encode_images
 from ..world.portraits import STEREOTYPE
-from .linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
+from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
+from .cache import cached_json, fingerprint
 
 
 @dataclass
@@ -127,13 +130,22 @@ CONCEPTS = {"typographic": _pairs_typographic, "gender_reverse": _pairs_gender_r
 
 
 def train_concept_map(cd: ConceptData, concept: str, cfg: LinearMapConfig | None = None,
-                      progress: bool = False) -> tuple[StrengthFamily, list[dict]]:
-    """Train the map of ``concept`` (one of CONCEPTS) on ``cd`` and return its strength family and log."""
+                      progress: bool = False, cache: bool = True) -> tuple[StrengthFamily, list[dict]]:
+    """Train the map of ``concept`` (one of CONCEPTS) on ``cd`` and return its strength family and log. With
+    ``cache`` the map and log are kept in the run cache under the hash of the concept, the config and the
+    embeddings and labels of ``cd`` (notebooks 03 and 04 train the same maps: the second reads them)."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; use one of {list(CONCEPTS)}")
-    feats, text, y_w, y_l, keep = CONCEPTS[concept](cd)
-    W, log = train_linear_map(feats, text, y_w, y_l, cd.scale, keep=keep, cfg=cfg, progress=progress)
-    return StrengthFamily(W), log
+    cfg = cfg or LinearMapConfig()
+
+    def run():
+        feats, text, y_w, y_l, keep = CONCEPTS[concept](cd)
+        W, log = train_linear_map(feats, text, y_w, y_l, cd.scale, keep=keep, cfg=cfg, progress=progress)
+        return {"W": W.detach().cpu().double().tolist(), "log": log}
+
+    key = [concept, dataclasses.asdict(cfg), fingerprint(cd.feats, cd.labels, cd.text, cd.classes, cd.scale)]
+    done = cached_json("concept-map", key, run, enabled=cache)  # float64 through JSON: exact
+    return StrengthFamily(torch.tensor(done["W"], dtype=torch.float64)), done["log"]
 
 
 def sweep_t(cd: ConceptData, family: StrengthFamily, ts) -> list[dict]:
@@ -173,8 +185,9 @@ def shift_cosines(cd: ConceptData, W_t, set_name: str, direction: torch.Tensor) 
 def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
     """Linear-probe accuracy (scikit-learn logistic regression, 50/50 split) of each concept from the (steered)
     image embeddings: gender and occupation on portraits, written word and true class on typographic images."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
+
+    from ..evaluation.probes import probe_top1
 
     out = {}
     for name, (set_name, key) in {"gender": ("portraits", "gender"), "occupation": ("portraits", "occupation"),
@@ -183,7 +196,7 @@ def linear_probes(cd: ConceptData, W_t=None, seed: int = 0) -> dict:
         y = cd.labels[set_name][key]
         strat = y if np.bincount(y).min(initial=2) >= 2 and (np.bincount(y)[np.unique(y)] >= 2).all() else None
         Xtr, Xte, ytr, yte = train_test_split(X.numpy(), y, test_size=0.5, random_state=seed, stratify=strat)
-        out[name] = float(LogisticRegression(max_iter=2000, random_state=seed).fit(Xtr, ytr).score(Xte, yte))
+        out[name] = probe_top1(Xtr, ytr, Xte, yte, max_iter=2000, seed=seed)
     return out
 
 

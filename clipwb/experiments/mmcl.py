@@ -1,7 +1,7 @@
-"""Notebook 06's experiments (spec mmcl.md): robustness of MMCL vs the unimodal baseline and PCA, unpaired data
-(Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the real-image
-experiments with scikit-learn's digits as one modality and the embedded world's shapes (class k <-> shape k) as the
-other (MNIST <-> Fashion-MNIST from a local torchvision root when given).
+"""Notebook 06's experiments (Nakada et al., AISTATS 2023): robustness of MMCL vs the unimodal baseline and PCA,
+unpaired data (Algorithm 1 with global and minibatch detection, the step-matched control and the oracle), and the
+real-image experiments with scikit-learn's digits as one modality and the embedded world's shapes (class k <-> shape
+k) as the other (MNIST <-> Fashion-MNIST from a local torchvision root when given).
 """
 from __future__ import annotations
 
@@ -13,17 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import mmcl as M
-
-# values read off the paper (spec mmcl.md)
-PAPER = {
-    "closed_form": {"n500_p0": 0.25, "n5000_p0": 0.08, "n50000_p0": 0.024, "n50000_p0.5": 0.048,
-                    "n50000_p0.8": 0.124, "unimodal": 0.27},
-    "fig2": {100: (2.32, 1.77), 200: (1.95, 1.30), 500: (1.28, 0.78)},  # sin Theta at N/n = 0 and 15
-    "fig2_svd_optimum": {100: 0.56, 200: 0.39, 500: 0.25},
-    "table1": {"none": {0.1: 0.684, 0.2: 0.628, 0.3: 0.159}, "k10": {0.1: 0.675, 0.2: 0.672, 0.3: 0.662}},
-    "fig3": {"paired_only": 0.59, "with_unpaired": 0.645, "oracle": 0.73},
-}
+from ..theory import mmcl as M
+from .summary import seed_summary
 
 
 # -- 2: robustness ------------------------------------------------------------------------------------------------
@@ -146,18 +137,12 @@ def algorithm3_grid(ns=(100, 500), ratios=(3, 15), seeds=(0, 1, 2), accepts=(1.1
 def summarise_grid(rows: list[dict], keys=("initial", "control", "unpaired", "unpaired_minibatch", "oracle",
                                             "detection_precision", "detection_precision_minibatch"),
                    by=("n", "N_over_n")) -> list[dict]:
-    """Mean and std over seeds per (n, N/n)."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(tuple(r[b] for b in by), []).append(r)
+    """Mean and std over seeds per (n, N/n) (``experiments.summary``)."""
     out = []
-    for key, rs in groups.items():
+    for key, _, stats in seed_summary(rows, lambda r: tuple(r[b] for b in by), keys):
         row = dict(zip(by, key))
-        for k in keys:
-            v = np.array([r[k] for r in rs if k in r], dtype=float)
-            if len(v):
-                row[k] = float(np.mean(v))
-                row[f"{k}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        for k, (mu, sd) in stats.items():
+            row[k], row[f"{k}_std"] = mu, sd
         out.append(row)
     return out
 

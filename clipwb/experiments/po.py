@@ -1,0 +1,80 @@
+"""Running PO methods side by side from one pretrained model, and parameter sweeps (used by notebook 02 and the
+CLI). Each run trains a copy of the model with ``train_po`` and evaluates raw and averaged weights with
+``evaluation.typographic.po_eval`` on the held-out sets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..evaluation.typographic import po_eval, recovery
+from ..training.po_trainer import po_config, train_po
+from .cache import cached_json, fingerprint
+
+
+@dataclass
+class MethodRuns:
+    reference: dict
+    results: dict = field(default_factory=dict)  # method -> {"raw": metrics, "avg": metrics}
+    logs: dict = field(default_factory=dict)  # method -> per-step log
+    train_seconds: dict = field(default_factory=dict)
+
+
+def _run_key(lm, classes, sets: dict, cfg) -> list:
+    """What determines a PO run's results: its config, the model's weights, the classes and every array of the
+    sets (training pairs and held-out sets). The cache dir is per machine, so ``precision="auto"`` means the
+    machine's own choice there."""
+    return [dataclasses.asdict(cfg), fingerprint(lm.model), list(classes), fingerprint(sets)]
+
+
+def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded", overrides: dict | None = None,
+                    per_method: dict | None = None, out_root: str | Path | None = None,
+                    progress: bool = True, cache: bool = True) -> MethodRuns:
+    """Train every method of ``methods`` on ``sets["train"]`` from ``lm.model`` with ``po_config(profile,
+    **overrides, **per_method[m])`` and evaluate on ``sets["test"]`` / ``sets["test_heldout"]``.
+
+    With ``cache`` each method's results, log and training time are stored in the run cache (``experiments.cache``)
+    under the hash of its config, the model's weights and the data; a cached method is not retrained (and so
+    writes nothing under ``out_root``)."""
+    overrides = overrides or {}
+    templates = po_config(profile, **overrides).templates
+    runs = MethodRuns(reference=po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, templates))
+    for m in methods:
+        cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
+
+        def run(cfg=cfg, m=m):
+            res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
+                           out_dir=Path(out_root) / m if out_root else None, progress=progress, model_name=lm.name)
+            out = {"results": {}, "log": res.log, "train_seconds": res.train_seconds}
+            for kind, model in (("raw", res.model), ("avg", res.avg_model)):
+                out["results"][kind] = po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
+            return out
+
+        done = cached_json("po-run", _run_key(lm, classes, sets, cfg), run, enabled=cache)
+        runs.results[m] = {kind: {**r, **recovery(r, runs.reference)} for kind, r in done["results"].items()}
+        runs.logs[m] = done["log"]
+        runs.train_seconds[m] = done["train_seconds"]
+    return runs
+
+
+def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded", overrides: dict | None = None,
+          weights: str = "avg", progress: bool = True, cache: bool = True) -> list[dict]:
+    """One run per value of ``param`` (a POConfig field, e.g. beta or lam) with ``po_config(profile,
+    **overrides)``; metrics of the ``weights`` ("avg" or "raw") model; cached as in ``compare_methods``."""
+    out = []
+    ref = None
+    for v in values:
+        cfg = po_config(profile, **{**(overrides or {}), param: v})
+        if ref is None:
+            ref = po_eval(lm.model, lm.tokenizer, classes, sets, None, cfg.templates)
+
+        def run(cfg=cfg):
+            res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
+            model = res.avg_model if weights == "avg" else res.model
+            return {"metrics": po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
+                    "train_seconds": res.train_seconds}
+
+        done = cached_json(f"po-sweep-{weights}", _run_key(lm, classes, sets, cfg), run, enabled=cache)
+        r = done["metrics"]
+        out.append({param: v, **r, **recovery(r, ref), "train_seconds": done["train_seconds"]})
+    return out

@@ -1,0 +1,50 @@
+"""Model inputs: uint8 image arrays -> the model's normalised tensors, and normalised image features, with the
+preprocessing (mean, std, size) open_clip keeps on the model, so that training and evaluation share one path."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def preprocess_stats(model) -> tuple[tuple, tuple, int]:
+    """(mean, std, image_size) of the model's preprocessing (open_clip keeps it on ``model.visual``)."""
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return tuple(cfg.get("mean", _OPENAI_MEAN)), tuple(cfg.get("std", _OPENAI_STD)), int(size)
+
+
+def images_to_tensor(images: np.ndarray, model) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> normalised float (n, 3, S, S) on the model's device.
+
+    For square images this equals open_clip's eval preprocess (resize shortest side, centre crop, to tensor,
+    normalise) up to the resampling filter; when H == S it is exact (a test checks it)."""
+    mean, std, size = preprocess_stats(model)
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(model_device(model)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@torch.no_grad()
+def encode_images(model, images, batch_size: int = 256) -> torch.Tensor:
+    """Normalised image features for uint8 arrays (n, H, W, 3) or preprocessed tensors (n, 3, S, S)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        x = images_to_tensor(chunk, model) if isinstance(chunk, np.ndarray) else chunk.to(model_device(model))
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)

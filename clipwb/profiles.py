@@ -1,0 +1,99 @@
+"""Every profile table in one place: for each section (a trainer's config, a notebook) the settings each profile
+changes. ``full`` is the reported run and ``quick`` a seconds-to-a-minute run of the same code path for the tests;
+the PO trainer's profiles are ``reference`` (the paper's settings) and ``embedded`` (the tiny model's).
+
+Trainers read theirs through their ``xxx_config(profile, **overrides)``; notebooks through
+``notebook_params(name, profile, **given)``, so that no notebook carries a table of its own."""
+from __future__ import annotations
+
+import copy
+
+PROFILES: dict[str, dict[str, dict]] = {
+    # -- trainers ---------------------------------------------------------------------------------------------
+    "pretrain": {
+        "full": {},
+        # a seconds-long run for tests and smoke checks: same code path, far from the accuracy targets
+        "quick": {"n_images": 1024, "steps": 12, "batch_size": 32, "warmup": 2, "early_steps": 4, "eval_every": 0},
+    },
+    "po": {
+        "reference": {},
+        # the tiny CLIP of the embedded world (measured choices): a 50x larger learning rate with a 10-step warm-up
+        # (Adamax's first steps move every weight by ~lr; without warm-up the clean KL jumps to 6 nats at step 2
+        # and DPO ends 3 points lower on clean images), smaller batches (more steps on fewer pairs)
+        "embedded": {"lr": 1e-3, "warmup": 10, "batch_size": 256, "epochs": 3},
+    },
+    # per-method overrides of a PO profile, applied by po_config when the method matches: IPO's reference beta
+    # 0.01 asks for a 50-nat margin; its unbounded squared loss swamps the KL term and the tiny model's clean top-1
+    # falls from 0.92 to 0.62 (0.66 at lr 1e-4); with beta 0.1 (a 5-nat margin) and the warm-up, lam 1 costs 2.2
+    # points of clean top-1 (typographic 0.375), lam 10 none (typographic 0.356)
+    "po_methods": {
+        "reference": {},
+        "embedded": {"ipo": {"beta": 0.1, "lam": 10.0}},
+    },
+    "gca": {
+        "full": {},
+        "quick": {"n_train": 256, "n_test": 128, "epochs": 2, "batch_size": 64, "warmup": 1, "width": 8,
+                  "embed_dim": 16},
+    },
+    # -- notebooks --------------------------------------------------------------------------------------------
+    "00_world_and_tiny_clip": {
+        "quick": {"n_eval": 128, "n_manifest": 400},
+        "full": {"n_eval": 2048, "n_manifest": 5000},
+    },
+    "01_build_datasets": {
+        "quick": {"n_train": 96, "n_test": 64, "k": 2},
+        "full": {"n_train": 4000, "n_test": 1024, "k": 3},
+    },
+    "02_po_training": {
+        "quick": {"n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1}, "sweep_beta": [0.3, 3.0],
+                  "sweep_lam": [0.1]},
+        "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "sweep_beta": [0.3, 3.0], "sweep_lam": [0.1, 5.0]},
+    },
+    "03_disentanglement": {
+        "quick": {"n": 96, "steps": 60},
+        "full": {"n": 1536, "steps": 800},
+    },
+    "04_concept_steering": {
+        "quick": {"n": 96, "steps": 60, "ts": [0, 0.5, 1, 1.5]},
+        "full": {"n": 1536, "steps": 800, "ts": [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5]},
+    },
+    "05_ot_alignment": {
+        "quick": {"seeds": [0], "iters": [1], "eps": [1.0], "diffs": [-0.5, 0.5], "pretrain_steps": 6},
+        "full": {"seeds": [0, 1], "iters": [1, 3, 10], "eps": [0.2, 0.5, 1.0], "diffs": [-0.5, -0.25, 0.0, 0.25, 0.5],
+                 "pretrain_steps": 300},
+    },
+    "06_mmcl_svd": {
+        "quick": {"seeds": [0], "ns": (500,), "ps": (0.0, 0.5), "train_n_max": 500, "un_ns": (100,), "ratios": (0, 3),
+                  "steps": 60, "alg3_ns": (100,), "alg3_ratios": (3,), "flips": (0.3,), "real_seeds": [0],
+                  "real_steps": 40, "n_shapes": 40},
+        "full": {"seeds": [0, 1, 2], "ns": (500, 5000, 50000), "ps": (0.0, 0.2, 0.5, 0.8), "train_n_max": 5000,
+                 "un_ns": (100, 200, 500), "ratios": (0, 3, 6, 9, 12, 15), "steps": 300, "alg3_ns": (100, 500),
+                 "alg3_ratios": (3, 15), "flips": (0.1, 0.2, 0.3), "real_seeds": [0, 1], "real_steps": 200,
+                 "n_shapes": 180},
+    },
+}
+
+
+_LABELS = {"pretrain": "pretraining", "po": "PO", "po_methods": "PO", "gca": "GCA"}
+
+
+def profile(section: str, name: str) -> dict:
+    """A copy of the settings of profile ``name`` of ``section`` (a key of ``PROFILES``)."""
+    if section not in PROFILES:
+        raise ValueError(f"no profiles for {section!r}; sections: {list(PROFILES)}")
+    if name not in PROFILES[section]:
+        label = _LABELS.get(section, section)
+        raise ValueError(f"unknown {label} profile {name!r}; use one of {list(PROFILES[section])}")
+    return copy.deepcopy(PROFILES[section][name])
+
+
+def notebook_params(notebook: str, name: str, **given) -> dict:
+    """The notebook's profile settings, each replaced by the value given for it unless that is None (a
+    notebook's parameters default to None: "the profile's value")."""
+    p = profile(notebook, name)
+    for k, v in given.items():
+        if k not in p:
+            raise ValueError(f"{notebook} has no profile setting {k!r}; settings: {list(p)}")
+        if v is not None:
+            p[k] = v
+    return p
