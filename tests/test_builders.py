@@ -199,6 +199,13 @@ def test_standard_attack_sets_are_disjoint_cached_and_hold_out_fonts_and_words(t
     assert {r["text_style"] for n in ("train", "test", "test_heldout") for r in rows[n]} == {"plain"}
     assert {r["text_style"] for r in rows["test_note"]} == {"note"}
     assert {int(r["written_label"]) for r in rows["test_note"]} <= set(sp.train_words)
+    # the world's placement ("beside"): every word's block is centred above or below its object, not on it
+    assert world.config.text_placement == "beside"
+    boxes = {it.source: it.box for it in train + test}
+    for r in (r for n in rows for r in rows[n]):
+        x0, y0, x1, y1 = boxes[r["source"]]
+        cy = int(r["block_y"]) + int(r["block_h"]) / 2
+        assert cy <= y0 + 1 or cy >= y1 - 1, (r["source"], cy, y0, y1)
     # every variant has its control image: a non-class word, and the same pixels outside the text block
     for n, r in sets.items():
         arr = B.TypographicDataset(r.out_dir, world=world).arrays()

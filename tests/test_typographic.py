@@ -113,12 +113,13 @@ def test_bad_pools_and_attack_splits():
         split_attacks(tuple("abcdefgh"), heldout_fonts=("/no/font.ttf",))
 
 
+@pytest.mark.parametrize("placement", ["object", "beside"])
 @pytest.mark.parametrize("style", ["plain", "note"])
-def test_attack_and_control_pair_differ_only_in_the_word(style):
+def test_attack_and_control_pair_differ_only_in_the_word(style, placement):
     from clipwb.data.typographic import control_words_for
 
     img = _img(96)
-    cfg = TypoRenderConfig(style=style, placement="object")
+    cfg = TypoRenderConfig(style=style, placement=placement)
     for v in range(8):
         out, ctrl, rec = make_attack(img, 1, CLASSES, seed=3, image_id=5, variant=v, cfg=cfg,
                                      control_words=control_words_for(CLASSES))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..world.generator import OTHER_WORDS
+from ..world.generator import OTHER_WORDS, text_center_box
 from ..world.text import STYLES, TEXT_COLORS, draw_text_block, font_path, load_font, render_text, split_lines
 
 REFERENCE_SIZE_FRAC = (20 / 224, 40 / 224)  # randint(20, 40) pt on 224 px images
@@ -29,7 +29,7 @@ TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 HELDOUT_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Oblique.ttf")
 # control words: written exactly as an attack writes a class name, but no class name (what text costs by itself)
 CONTROL_WORDS = OTHER_WORDS
-PLACEMENTS = ("anywhere", "object")
+PLACEMENTS = ("anywhere", "object", "beside")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class TypoRenderConfig:
     # "plain": coloured letters with a stroke (the reference recipe); "note": ink on a paper patch (RTA-100 style)
     style: str = "plain"
     # "anywhere": uniform top-left corner (the reference recipe); "object": the text's centre in the object's box
-    # (world sources know it; for image files the central half of the image, where photos put their object)
+    # (world sources know it; for image files the central half of the image, where photos put their object);
+    # "beside": the text's centre in the band above or below that box, whichever has more room (the world's rule)
     placement: str = "anywhere"
 
     def __post_init__(self):
@@ -113,8 +114,8 @@ def make_attack(img: Image.Image, true_label: int, classes, *, seed: int, image_
     of every choice (written label, font, size, colours, position, seed, image id, variant).
 
     The written class is uniform over the other classes, or over ``written_pool`` (class indices) minus the true
-    class when a pool is given (held-out words). ``box`` (x0, y0, x1, y1) is the object's box for
-    ``cfg.placement == "object"`` (default: the central half of the image).
+    class when a pool is given (held-out words). ``box`` (x0, y0, x1, y1) is the object's box for the "object"
+    and "beside" placements (default: the central half of the image).
 
     With ``control_words``, returns ``(attack, control, record)``: the control is the same image with a word of
     ``control_words`` (no class name) in place of the class name, drawn from the same generator state with the
@@ -138,10 +139,9 @@ def make_attack(img: Image.Image, true_label: int, classes, *, seed: int, image_
         if control in classes:
             raise ValueError(f"control word {control!r} is a class name: control words must name no class")
     rgb = img.convert("RGB")
-    center_box = None
-    if cfg.placement == "object":
-        W, H = rgb.size
-        center_box = box if box is not None else (W / 4, H / 4, 3 * W / 4, 3 * H / 4)
+    W, H = rgb.size
+    center_box = text_center_box(cfg.placement, box if box is not None else (W / 4, H / 4, 3 * W / 4, 3 * H / 4),
+                                 W, H)
     kw = dict(fonts=cfg.fonts, size_frac=cfg.size_frac, min_size_px=cfg.min_size_px, colors=cfg.colors,
               fit_texts=(word, control) if control else (), center_box=center_box, style=cfg.style)
     state = rng.bit_generator.state

@@ -211,7 +211,7 @@ class World:
                     fit = (attack, control)
                 box = object_box(rec, S)
                 rec.update(render_text(img, word, trng, fonts=c.fonts, size_frac=c.text_size, fit_texts=fit,
-                                       center_box=_text_box(c.text_placement, box, S),
+                                       center_box=text_center_box(c.text_placement, box, S),
                                        style="note" if kind.endswith("_note") else "plain"))
                 rec["written_label"] = self.classes.index(word) if word in self.classes else -1
         elif kind == "text":
@@ -334,14 +334,16 @@ def object_box(rec: dict, S: int) -> tuple[float, float, float, float]:
     return (rec["x"] * S - half, rec["y"] * S - half, rec["x"] * S + half, rec["y"] * S + half)
 
 
-def _text_box(placement: str, obj: tuple[float, float, float, float], S: int):
-    """The box in which the text block's centre is drawn, for a placement and the object's box."""
+def text_center_box(placement: str, obj: tuple[float, float, float, float], W: int, H: int | None = None):
+    """The box in which the text block's centre is drawn in a W x H image, for a placement and the object's box
+    (None: anywhere)."""
+    H = W if H is None else H
     if placement == "anywhere":
         return None
     if placement == "object":
         return obj
     x0, y0, x1, y1 = obj  # beside: the band above or below the object, the side with more room
-    return (0, 0, S, y0) if y0 >= S - y1 else (0, y1, S, S)
+    return (0, 0, W, y0) if y0 >= H - y1 else (0, y1, W, H)
 
 
 def _articles(text: str) -> str:
