@@ -176,12 +176,16 @@ def _fmt(v):
 
 
 def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict | None = None) -> Path:
-    """reports/README.md: one table per metrics JSON, key numbers first."""
+    """reports/README.md: the main job's cold and warm timings (``runs.json``), then one table per metrics JSON,
+    key numbers first; each notebook's "ran in" is its newest run (``timings`` overrides)."""
     out_dir = Path(out_dir)
     lines = ["# clipwb reports", "",
              "Written by `python -m clipwb report` (the README's main command); do not edit by hand.", ""]
     if profile:
         lines += [f"Profile: `{profile}`. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+    names = [mf.stem for mf in sorted((out_dir / "metrics").glob("*.json"))]
+    timing_lines, latest = _timing_lines(out_dir, profile, names)
+    timings = {**latest, **(timings or {})}
     # one line per machine kind: the precision reason's measured milliseconds differ from run to run
     machines: dict[tuple, dict] = {}
     for mf in sorted((out_dir / "metrics").glob("*.json")):
@@ -194,6 +198,7 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
                   f"{m['cpu_bf16_native']}; torch {m['torch']}): {m['precision_reason']}. Another machine that "
                   f"resolves to the same precision reproduces these numbers; the other precision gives slightly "
                   f"different ones.", ""]
+    lines += timing_lines
     for mf in sorted((out_dir / "metrics").glob("*.json")):
         data = json.loads(mf.read_text())
         nn = mf.stem[:2]
@@ -212,6 +217,68 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
     return atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
 
 
+RUNS_FILE = "runs.json"  # the main job's history beside README.md: per run, per-notebook seconds and cache state
+
+
+def cache_state(cache: str | Path | None = None) -> dict:
+    """How much the clipwb cache held when a main job started: stored runs (``<cache>/runs``) and built datasets
+    (``<cache>/datasets``). A run that starts with neither is *cold*: it computes everything (the shipped tiny
+    weights aside); else it is *warm* and reads back what it can."""
+    from .fileio import cache_dir
+
+    root = cache_dir(cache)
+    runs = sum(1 for f in (root / "runs").glob("*") if f.is_file() and not f.name.startswith("."))
+    sets = sum(1 for d in (root / "datasets").glob("*") if d.is_dir())
+    return {"runs": runs, "datasets": sets, "state": "cold" if runs == sets == 0 else "warm"}
+
+
+def _machine_line() -> str:
+    import platform
+
+    from .precision import cpu_info
+
+    info = cpu_info()
+    return f"{info['model']} ({os.cpu_count()} cores, native bf16: {info['bf16_native']}), {platform.system()}"
+
+
+def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, keep: int = 20) -> Path:
+    """Append one main-job run to ``<out_dir>/runs.json`` (the last ``keep`` runs)."""
+    path = Path(out_dir) / RUNS_FILE
+    runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile,
+                 "cache": cache, "machine": _machine_line(), "notebooks": {k: round(v, 1) for k, v in timings.items()},
+                 "seconds": round(sum(timings.values()), 1)})
+    return atomic_write_text(path, json.dumps({"runs": runs[-keep:]}, indent=1) + "\n")
+
+
+def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> tuple[list[str], dict]:
+    """The newest cold and warm runs of every notebook (``runs.json``) as a table, and per notebook the seconds of
+    its newest run."""
+    path = out_dir / RUNS_FILE
+    runs = [r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])
+            if profile is None or r["profile"] == profile]
+    latest = {}
+    for r in runs:
+        latest.update(r["notebooks"])
+    whole = [r for r in runs if all_names and set(all_names) <= set(r["notebooks"])]
+    picked = [(state, next((r for r in reversed(whole) if r["cache"]["state"] == state), None))
+              for state in ("cold", "warm")]
+    picked = [(s, r) for s, r in picked if r]
+    if not picked:
+        return [], latest
+    lines = ["## Main job timings", "",
+             "Seconds per notebook of the newest whole run of the main job that started with an empty cache (cold) "
+             "and with a filled one (warm: runs, embeddings and built sets read back).", "",
+             "| notebook | " + " | ".join(f"{s} ({r['finished']})" for s, r in picked) + " |",
+             "|---|" + "---|" * len(picked)]
+    for name in all_names:
+        lines.append(f"| {name} | " + " | ".join(f"{r['notebooks'][name]:.0f}" for _, r in picked) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{r['seconds']:.0f}** ({r['seconds'] / 60:.1f} min)"
+                                               for _, r in picked) + " |")
+    lines += ["", "Machine: " + "; ".join(f"{s}: {r['machine']}" for s, r in picked), ""]
+    return lines, latest
+
+
 def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "full", only: list[str] | None = None,
                 nb_dir: str | Path = NOTEBOOK_DIR, parameters: dict | None = None, html: bool = True,
                 progress: bool = True) -> list[NotebookResult]:
@@ -223,6 +290,8 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {nb_dir}")
     check_writable_dir(out_dir, "reports folder")
     clean_stale_stages(out_dir)
+    cache = cache_state()
+    print(f"[clipwb report] cache at start: {cache}", file=sys.stderr, flush=True)
     results = []
     for nb in nbs:
         print(f"[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
@@ -230,5 +299,6 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
         results.append(res)
         print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s", file=sys.stderr, flush=True)
     timings = {r.name: r.seconds for r in results}
+    record_run(out_dir, profile, timings, cache)
     write_summary(out_dir, profile, timings)
     return results

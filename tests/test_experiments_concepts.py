@@ -80,3 +80,20 @@ def test_concept_maps_are_cached_exactly(cd, monkeypatch):
     assert np.array_equal(again.W, fam.W) and log2 == log and len(log) == 5
     with pytest.raises(pytest.fail.Exception):  # another concept or config is another map
         train_concept_map(cd, "typographic", LinearMapConfig(steps=6, lr=0.02, seed=3))
+
+
+def test_concept_data_is_cached_exactly(tiny, monkeypatch):
+    import clipwb.experiments.concepts as C
+
+    world = World()
+    fresh = concept_data(tiny, world, 40, "val", keep_images=5)  # computes and stores
+    monkeypatch.setattr(C, "encode_images", lambda *a, **k: pytest.fail("re-encoded cached images"))
+    again = concept_data(tiny, world, 40, "val", keep_images=5)
+    for k in fresh.feats:
+        assert fresh.feats[k].dtype == again.feats[k].dtype and bool((fresh.feats[k] == again.feats[k]).all()), k
+        assert all(np.array_equal(fresh.labels[k][n], again.labels[k][n]) for n in fresh.labels[k])
+        assert np.array_equal(fresh.images[k], again.images[k]) and len(again.images[k]) == 5
+    assert all(bool((fresh.text[k] == again.text[k]).all()) for k in fresh.text) and fresh.scale == again.scale
+    assert evaluate(fresh) == evaluate(again)
+    with pytest.raises(pytest.fail.Exception):  # another split is another entry
+        concept_data(tiny, world, 40, "test", keep_images=5)

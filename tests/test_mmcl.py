@@ -219,3 +219,25 @@ def test_batched_detection_rules_and_cosine_retrieval():
     assert M.retrieval_accuracy(e2, e2, x, y) == 1.0
     with pytest.raises(ValueError, match="rule"):
         M.detect_pairs_batched(eye, eye, xu, yu, rule="best")
+
+
+def test_derangement_moves_every_element_and_the_plain_one_is_a_cyclic_shift():
+    import numpy as np
+
+    from clipwb.theory.mmcl import derangement_of
+
+    idx = np.array([7, 3, 9, 1, 4])
+    assert np.array_equal(derangement_of(idx), np.roll(idx, 1))
+    r = derangement_of(idx, np.random.default_rng(0))
+    assert sorted(r) == sorted(idx) and not (r == idx).any()
+
+
+def test_grids_are_cached(monkeypatch):
+    import clipwb.parallel as P
+    from clipwb.experiments import mmcl as E
+
+    rows = E.robustness_grid((200,), (0.0, 0.5), (0,), (False,), train_n_max=0, progress=False)
+    monkeypatch.setattr(P, "pmap", lambda *a, **k: pytest.fail("recomputed a cached grid"))
+    assert E.robustness_grid((200,), (0.0, 0.5), (0,), (False,), train_n_max=0, progress=False) == rows
+    with pytest.raises(pytest.fail.Exception):
+        E.robustness_grid((200,), (0.0,), (0,), (False,), train_n_max=0, progress=False)

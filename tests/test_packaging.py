@@ -61,3 +61,14 @@ def test_the_layering_contract_catches_an_upward_import(tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
     r = subprocess.run([str(exe)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode != 0 and "clipwb.world.generator -> clipwb.training" in r.stdout, r.stdout[-3000:]
+
+
+def test_readme_architecture_is_the_contracts_picture():
+    """The README's architecture block lists the layers of the import-linter contract, top to bottom."""
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = py["tool"]["importlinter"]["contracts"][0]["layers"]
+    want = [" | ".join(m.removeprefix("clipwb.") for m in layer.split(" | ")) for layer in layers]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```\ncli ", 1)[1].split("```", 1)[0]
+    got = ["cli"] + [line.split("  ")[0].strip() for line in block.splitlines()[1:] if line.strip()]
+    assert got == [w for w in want if w != "__main__"]

@@ -82,3 +82,27 @@ def test_summary_names_each_machine_once(tmp_path):
     f.write_text(json.dumps(data))
     write_summary(tmp_path)
     assert (tmp_path / "README.md").read_text().count("Computed in **") == 2
+
+
+def test_main_job_history_gives_cold_and_warm_timings(tmp_path, monkeypatch):
+    from clipwb import reports
+
+    out = tmp_path / "reports"
+    (out / "metrics").mkdir(parents=True)
+    for name in ("00_a", "01_b"):
+        write_metrics(out, name, {"value": 1.0})
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CLIPWB_CACHE", str(cache))
+    assert reports.cache_state()["state"] == "cold"
+    reports.record_run(out, "full", {"00_a": 100.0, "01_b": 300.0}, reports.cache_state())
+    (cache / "runs").mkdir(parents=True)
+    (cache / "runs" / "po-run-abc.json").write_text("{}")
+    state = reports.cache_state()
+    assert state == {"runs": 1, "datasets": 0, "state": "warm"}
+    reports.record_run(out, "full", {"00_a": 10.0, "01_b": 20.0}, state)
+    reports.record_run(out, "full", {"01_b": 25.0}, state)  # a partial run: not a whole main job
+    text = write_summary(out, "full").read_text()
+    assert "| 00_a | 100 | 10 |" in text and "| 01_b | 300 | 20 |" in text
+    assert "**400** (6.7 min)" in text and "**30** (0.5 min)" in text
+    assert "ran in 25 s" in text  # each notebook's newest run
+    assert len(json.loads((out / "runs.json").read_text())["runs"]) == 3

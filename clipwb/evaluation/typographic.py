@@ -11,7 +11,7 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
                         templates=OBJECT_TEMPLATES, control: np.ndarray | None = None) -> dict:
     """Fractions in [0, 1]: ``typo_top1``, ``attack_success_rate`` (over images whose written word is a class,
     ``written >= 0``), given clean images ``clean_top1``, and given control images (a non-class word written
-    exactly as the attack's class name) ``control_top1``; plus counts and the typographic predictions."""
+    exactly as the attack's class name) ``control_top1``; plus the counts ``n`` and ``n_attack``."""
     true, written = np.asarray(true), np.asarray(written)
     out = {"n": int(len(true))}
     lt = zero_shot_logits(model, tokenizer, typo, classes, templates)
@@ -24,7 +24,6 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
         out["clean_top1"] = top1(zero_shot_logits(model, tokenizer, clean, classes, templates), true)
     if control is not None:
         out["control_top1"] = top1(zero_shot_logits(model, tokenizer, control, classes, templates), true)
-    out["_pred_typo"] = pred
     return out
 
 

@@ -64,7 +64,8 @@ def top1(logits: torch.Tensor, labels) -> float:
     return float((logits.argmax(-1) == labels).float().mean()) if len(labels) else float("nan")
 
 
-def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "test") -> dict:
+def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "test",
+                          return_predictions: bool = False):
     """The embedded world's standard zero-shot checks on freshly generated held-out images.
 
     Returns fractions in [0, 1]: zero_shot_clean_top1 (objects), zero_shot_typo_top1 (a different class
@@ -72,7 +73,8 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     written word), zero_shot_control_top1 (a non-class word written the same way: the cost of text that is no
     class name), the same three for the note-style attack (zero_shot_note_top1, note_attack_success,
     zero_shot_note_control_top1: the word on a paper patch), text_read_top1 (a word alone, predicted as that word's class), gender_top1 and
-    occupation_top1 (portraits, balanced cells), plus the predictions for confusion matrices.
+    occupation_top1 (portraits, balanced cells), ``n`` and ``seconds``. With ``return_predictions`` also a second
+    dict of int arrays for confusion matrices: pred_clean, true_clean, pred_typo, written_typo.
     """
     t0 = time.time()
     classes = world.classes
@@ -94,7 +96,7 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     pf = encode_images(model, port.images)
     lg = zero_shot_logits(model, tokenizer, None, world.genders, PORTRAIT_TEMPLATES, image_features=pf)
     lo = zero_shot_logits(model, tokenizer, None, world.occupations, PORTRAIT_TEMPLATES, image_features=pf)
-    return {
+    metrics = {
         "zero_shot_clean_top1": top1(lc, y),
         "zero_shot_typo_top1": top1(lt, y),
         "attack_success": top1(lt, yw),
@@ -107,6 +109,8 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
         "occupation_top1": top1(lo, port.labels("occupation", world.occupations)),
         "n": n,
         "seconds": time.time() - t0,
-        "_pred_clean": lc.argmax(-1).cpu().numpy(), "_true_clean": y,
-        "_pred_typo": lt.argmax(-1).cpu().numpy(), "_written_typo": yw,
     }
+    if not return_predictions:
+        return metrics
+    return metrics, {"pred_clean": lc.argmax(-1).cpu().numpy(), "true_clean": np.asarray(y),
+                     "pred_typo": lt.argmax(-1).cpu().numpy(), "written_typo": np.asarray(yw)}

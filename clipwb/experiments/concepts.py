@@ -25,7 +25,7 @@ from ..evaluation.zeroshot import OBJECT_TEMPLATES, PORTRAIT_TEMPLATES, class_te
 from ..models.inputs import encode_images
 from ..world.portraits import STEREOTYPE
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
-from .cache import cached_json, fingerprint
+from ..cache import cached_json, cached_tensors, fingerprint
 
 
 @dataclass
@@ -39,30 +39,44 @@ class ConceptData:
     images: dict = field(default_factory=dict)  # a few uint8 images per set, for the widget
 
 
-def concept_data(lm, world, n: int = 1024, split: str = "test", keep_images: int = 24) -> ConceptData:
-    """Encode ``n`` images of each set of the world's ``split`` with ``lm`` (see the module docstring)."""
+def concept_data(lm, world, n: int = 1024, split: str = "test", keep_images: int = 24,
+                 cache: bool = True) -> ConceptData:
+    """Encode ``n`` images of each set of the world's ``split`` with ``lm`` (see the module docstring). The
+    features are stored in the run cache under the hash of the model's weights and the world's config; a cached
+    call regenerates only the ``keep_images`` images per set that the widget shows (world images are a pure
+    function of their index)."""
     model, tok = lm.model, lm.tokenizer
-    sets = {"objects": world.generate(n, split, "object"), "typo": world.generate(n, split, "typographic"),
-            "control": world.generate(n, split, "object_other_text"),
-            "portraits": world.generate(n, split, "portrait"), "faint": world.generate(n, split, "portrait_faint")}
-    feats = {k: encode_images(model, b.images).double().cpu() for k, b in sets.items()}
+    kinds = {"objects": "object", "typo": "typographic", "control": "object_other_text", "portraits": "portrait",
+             "faint": "portrait_faint"}
     occ, gen = world.occupations, world.genders
-    labels = {
-        "objects": {"class": np.array(sets["objects"].labels("class_name", world.classes))},
-        "typo": {"class": np.array(sets["typo"].labels("class_name", world.classes)),
-                 "written": np.array(sets["typo"].labels("text", world.classes))},
-        "control": {"class": np.array(sets["control"].labels("class_name", world.classes))},
-    }
-    for k in ("portraits", "faint"):
-        labels[k] = {"gender": np.array(sets[k].labels("gender", gen)),
-                     "occupation": np.array(sets[k].labels("occupation", occ))}
-    text = {"objects": class_text_features(model, tok, world.classes, OBJECT_TEMPLATES).double().cpu(),
-            "genders": class_text_features(model, tok, gen, PORTRAIT_TEMPLATES).double().cpu(),
-            "occupations": class_text_features(model, tok, occ, PORTRAIT_TEMPLATES).double().cpu(),
-            "occupation_prompts": class_text_features(model, tok, occ, ("a photo of a {}.",)).double().cpu()}
-    images = {k: b.images[:keep_images] for k, b in sets.items()}
+    label_fields = {"objects": {"class": ("class_name", world.classes)},
+                    "typo": {"class": ("class_name", world.classes), "written": ("text", world.classes)},
+                    "control": {"class": ("class_name", world.classes)},
+                    "portraits": {"gender": ("gender", gen), "occupation": ("occupation", occ)},
+                    "faint": {"gender": ("gender", gen), "occupation": ("occupation", occ)}}
+
+    def encode():
+        out = {}
+        for k, kind in kinds.items():
+            b = world.generate(n, split, kind)
+            out[f"feats/{k}"] = encode_images(model, b.images).double().cpu()
+            for name, (field_, values) in label_fields[k].items():
+                out[f"labels/{k}/{name}"] = torch.as_tensor(np.array(b.labels(field_, values)), dtype=torch.int64)
+        out["text/objects"] = class_text_features(model, tok, world.classes, OBJECT_TEMPLATES).double().cpu()
+        out["text/genders"] = class_text_features(model, tok, gen, PORTRAIT_TEMPLATES).double().cpu()
+        out["text/occupations"] = class_text_features(model, tok, occ, PORTRAIT_TEMPLATES).double().cpu()
+        out["text/occupation_prompts"] = class_text_features(model, tok, occ, ("a photo of a {}.",)).double().cpu()
+        out["scale"] = model.logit_scale.detach().exp().double().cpu().reshape(1)
+        return out
+
+    key = [fingerprint(model), dataclasses.asdict(world.config), n, split]
+    t = cached_tensors("concept-data", key, encode, enabled=cache)
+    feats = {k: t[f"feats/{k}"] for k in kinds}
+    labels = {k: {name: t[f"labels/{k}/{name}"].numpy() for name in label_fields[k]} for k in kinds}
+    text = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("text/")}
+    images = {k: world.generate(min(keep_images, n), split, kind).images for k, kind in kinds.items()}
     return ConceptData(split, feats, labels, text, {"objects": world.classes, "genders": gen, "occupations": occ},
-                       float(model.logit_scale.detach().exp()), images)
+                       float(t["scale"][0]), images)
 
 
 def _pred(feats, text):

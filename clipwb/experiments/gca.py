@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from .. import profiles
 from ..config import with_overrides
 from ..losses.ot import GCA_METHODS, clip_gca_loss, gca_loss, target_plan, two_view_logits
+from ..theory.mmcl import derangement_of
 from ..training.schedule import warmup_cosine
-from .cache import cached_json
+from ..cache import cached_json
 from .summary import seed_summary
 
 METHODS = GCA_METHODS
@@ -262,7 +263,7 @@ def _noisy_partner(n: int, share: float, rng: np.random.Generator) -> np.ndarray
     k = int(round(share * n))
     if k >= 2:
         idx = rng.choice(n, size=k, replace=False)
-        partner[idx] = np.roll(idx, 1)  # a cyclic shift: no index keeps its own partner
+        partner[idx] = derangement_of(idx)  # a cyclic shift: no index keeps its own partner
     return partner
 
 
@@ -348,7 +349,7 @@ def evaluate_encoder(cfg: GCAConfig, model: SmallConvNet, data: ObjectData, text
 
 # -- grids with a per-run cache ---------------------------------------------------------------------------------
 def run_cached(cfg: GCAConfig, data: ObjectData, cache_dir: str | Path | None, progress: bool = True) -> dict:
-    """``train_gca`` through the run cache (``experiments.cache``, under ``cache_dir``; None: no cache), keyed by
+    """``train_gca`` through the run cache (``clipwb.cache``, under ``cache_dir``; None: no cache), keyed by
     the config (which fixes the data too)."""
     return cached_json("gca", [cfg], lambda: train_gca(cfg, data, progress), cache_dir, enabled=cache_dir is not None)
 
@@ -425,4 +426,33 @@ def flat_metrics(task: str, summary: list[dict]) -> dict:
         for k in ("linear_probe_top1", "zero_shot_top1", "epoch_seconds_median"):
             if k in r:
                 out[f"{task}_{r['method']}_{setting}_{k.replace('_median', '')}"] = r[k]["mean"]
+    return out
+
+
+def pretrain_comparison(profile: str, steps: int, losses=("clip", "gca-uot"), cache_dir=None,
+                        progress: bool = True) -> dict:
+    """Pretrain the tiny CLIP of the embedded world with each loss of ``losses`` (``training.pretrain``: the CLIP
+    loss or GCA-UOT) for ``steps`` steps on ``64 steps`` images (full profile; the quick profile's pretraining
+    otherwise) and score each with the world's zero-shot suite on 256 ``val`` images of each kind. Each loss's
+    result is stored in the run cache under its pretraining config (None: no cache)."""
+    import open_clip
+
+    from ..evaluation.zeroshot import world_zero_shot_suite
+    from ..training.pretrain import pretrain, pretrain_config
+    from ..world import World
+
+    out = {}
+    for loss in losses:
+        kw = dict(steps=steps, loss=loss, eval_every=0) if profile == "full" else dict(loss=loss)
+        if profile == "full":
+            kw.update(n_images=steps * 64, warmup=30, early_steps=steps // 4)
+        pcfg = pretrain_config(profile, **kw)
+
+        def run(pcfg=pcfg):
+            model, log = pretrain(pcfg, progress=progress)
+            ev = world_zero_shot_suite(model, open_clip.get_tokenizer(pcfg.model_name), World(pcfg.world), n=256,
+                                       split="val")
+            return {"steps": pcfg.steps, "train_seconds": log["train_seconds"], "final_loss": log["loss"][-1], **ev}
+
+        out[loss] = cached_json("pretrain-comparison", [pcfg], run, cache_dir, enabled=cache_dir is not None)
     return out

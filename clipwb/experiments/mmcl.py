@@ -5,6 +5,7 @@ k) as the other (MNIST <-> Fashion-MNIST from a local torchvision root when give
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,15 +14,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..cache import cached_json, fingerprint
 from ..theory import mmcl as M
 from .summary import seed_summary
 
 
 # -- 2: robustness ------------------------------------------------------------------------------------------------
+def _cached(kind: str, key: list, compute, cache: bool):
+    """A grid's rows through the run cache (``clipwb.cache``): every grid is a pure function of its arguments."""
+    return cached_json(f"mmcl-{kind}", key, compute, enabled=cache)
+
+
 def robustness_grid(ns=(500, 5000), ps=(0.0, 0.5, 0.8), seeds=(0, 1, 2), heteroskedastic=(False, True),
-                    train_n_max: int = 5000, train_steps: int = 300, progress: bool = True, **model) -> list[dict]:
+                    train_n_max: int = 5000, train_steps: int = 300, progress: bool = True, cache: bool = True,
+                    **model) -> list[dict]:
     """sin Theta to U1* per (noise kind, n, p_n, seed) for MMCL in closed form, MMCL trained (CLIP loss, gradient
-    descent; only for n <= ``train_n_max``), the unimodal baseline and PCA."""
+    descent; only for n <= ``train_n_max``), the unimodal baseline and PCA; cached."""
     from ..parallel import pmap
 
     def cell(c):
@@ -38,7 +46,8 @@ def robustness_grid(ns=(500, 5000), ps=(0.0, 0.5, 0.8), seeds=(0, 1, 2), heteros
         return row
 
     cells = [(h, n, p, s) for h in heteroskedastic for n in ns for p in ps for s in seeds]
-    return pmap(cell, cells, progress=progress, desc="robustness")
+    return _cached("robustness", [cells, train_n_max, train_steps, model],
+                   lambda: pmap(cell, cells, progress=progress, desc="robustness"), cache)
 
 
 # -- 3: unpaired data ---------------------------------------------------------------------------------------------
@@ -102,11 +111,15 @@ def unpaired_run(n: int, ratio: int, seed: int, cfg: UnpairedConfig = UnpairedCo
 
 
 def unpaired_grid(ns=(100, 200, 500), ratios=(0, 3, 6, 9, 12, 15), seeds=(0, 1, 2),
-                  cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, **model) -> list[dict]:
+                  cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, cache: bool = True,
+                  **model) -> list[dict]:
+    """``unpaired_run`` for every (n, N/n, seed), in parallel processes; cached."""
     from ..parallel import pmap
 
     cells = [(n, k, s) for n in ns for k in ratios for s in seeds]
-    return pmap(lambda c: unpaired_run(*c, cfg, **model), cells, progress=progress, desc="unpaired")
+    return _cached("unpaired", [cells, dataclasses.asdict(cfg), model],
+                   lambda: pmap(lambda c: unpaired_run(*c, cfg, **model), cells, progress=progress, desc="unpaired"),
+                   cache)
 
 
 def algorithm3_run(n: int, ratio: int, seed: int, rounds: int = 3, n_val: int = 200, accept: float = 1.1,
@@ -124,14 +137,16 @@ def algorithm3_run(n: int, ratio: int, seed: int, rounds: int = 3, n_val: int = 
 
 
 def algorithm3_grid(ns=(100, 500), ratios=(3, 15), seeds=(0, 1, 2), accepts=(1.1, 1.0), rounds: int = 3,
-                    cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, **model) -> list[dict]:
-    """``algorithm3_run`` for every (acceptance factor, n, N/n, seed), in parallel processes."""
+                    cfg: UnpairedConfig = UnpairedConfig(), progress: bool = True, cache: bool = True,
+                    **model) -> list[dict]:
+    """``algorithm3_run`` for every (acceptance factor, n, N/n, seed), in parallel processes; cached."""
     from ..parallel import pmap
 
     cells = [(a, n, k, s) for a in accepts for n in ns for k in ratios for s in seeds]
-    return pmap(lambda c: {"accept": c[0], **algorithm3_run(c[1], c[2], c[3], rounds=rounds, accept=c[0], cfg=cfg,
-                                                            **model)},
-                cells, progress=progress, desc="algorithm 3")
+    return _cached("algorithm3", [cells, rounds, dataclasses.asdict(cfg), model],
+                   lambda: pmap(lambda c: {"accept": c[0], **algorithm3_run(c[1], c[2], c[3], rounds=rounds,
+                                                                            accept=c[0], cfg=cfg, **model)},
+                                cells, progress=progress, desc="algorithm 3"), cache)
 
 
 def summarise_grid(rows: list[dict], keys=("initial", "control", "unpaired", "unpaired_minibatch", "oracle",
@@ -346,3 +361,20 @@ def semi_supervised(data: TwoModalities, n: int = 200, N: int | None = None, see
 def chance(data: TwoModalities) -> float:
     return 1.0 / len(np.unique(data.cx_test))
 
+
+
+def real_data_runs(data: TwoModalities, flips=(0.1, 0.2, 0.3), seeds=(0, 1), steps: int = 200, tau: float = 0.5,
+                   cache: bool = True) -> dict:
+    """Every run of Sec. 5.1 / Table 1 (``many_to_many`` with n = min(500, data size) per flip, without cleaning
+    and with co-clustering into 10 blocks with k - 1 and log2 k singular vectors) and of Fig. 3
+    (``semi_supervised`` with n = min(500, half the training items)) on one pair of modalities, per seed; returns
+    {"table1": rows, "fig3": rows}, cached by the data's content and the arguments."""
+    def run():
+        n_m2m = min(500, len(data.x_train), len(data.y_train))
+        table1 = [many_to_many(data, n_m2m, flip, k, s, n_vectors=vectors, steps=steps, tau=tau)
+                  for flip in flips for k, vectors in ((None, "k-1"), (10, "k-1"), (10, "log2")) for s in seeds]
+        fig3 = [semi_supervised(data, min(500, len(data.x_train) // 2), seed=s, steps=steps, tau=tau) for s in seeds]
+        return {"table1": table1, "fig3": fig3}
+
+    key = [fingerprint(dataclasses.asdict(data)), list(flips), list(seeds), steps, tau]
+    return _cached("real", key, run, cache)

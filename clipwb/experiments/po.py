@@ -7,9 +7,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluation.typographic import po_eval, recovery
+from ..evaluation.typographic import linear_probe_typo, po_eval, recovery
 from ..training.po_trainer import po_config, train_po
-from .cache import cached_json, fingerprint
+from ..cache import cached_json, fingerprint
 
 
 @dataclass
@@ -20,11 +20,31 @@ class MethodRuns:
     train_seconds: dict = field(default_factory=dict)
 
 
-def _run_key(lm, classes, sets: dict, cfg) -> list:
+class _RunKeys:
     """What determines a PO run's results: its config, the model's weights, the classes and every array of the
-    sets (training pairs and held-out sets). The cache dir is per machine, so ``precision="auto"`` means the
-    machine's own choice there."""
-    return [dataclasses.asdict(cfg), fingerprint(lm.model), list(classes), fingerprint(sets)]
+    sets (training pairs and held-out sets); the two content hashes are computed once per call. The cache dir is
+    per machine, so ``precision="auto"`` means the machine's own choice there."""
+
+    def __init__(self, lm, classes, sets: dict):
+        self.base = [fingerprint(lm.model), list(classes), fingerprint(sets)]
+
+    def run(self, cfg) -> list:
+        return [dataclasses.asdict(cfg), *self.base]
+
+    def reference(self, templates) -> list:
+        return [list(templates), *self.base]
+
+
+def _reference_eval(lm, classes, sets: dict, templates, keys: _RunKeys, cache: bool) -> dict:
+    """``po_eval`` of the pretrained model itself (the "before" of recovery; its kl_drift is 0), cached."""
+    return cached_json("po-reference", keys.reference(templates),
+                       lambda: po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, templates), enabled=cache)
+
+
+def typo_probe(lm, sets: dict, seed: int = 0, cache: bool = True) -> dict:
+    """``evaluation.typographic.linear_probe_typo`` of the pretrained model, cached by weights and sets."""
+    return cached_json("po-probe", [fingerprint(lm.model), fingerprint(sets), seed],
+                       lambda: linear_probe_typo(lm.model, sets, seed=seed), enabled=cache)
 
 
 def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded", overrides: dict | None = None,
@@ -33,12 +53,13 @@ def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded",
     """Train every method of ``methods`` on ``sets["train"]`` from ``lm.model`` with ``po_config(profile,
     **overrides, **per_method[m])`` and evaluate on ``sets["test"]`` / ``sets["test_heldout"]``.
 
-    With ``cache`` each method's results, log and training time are stored in the run cache (``experiments.cache``)
+    With ``cache`` each method's results, log and training time are stored in the run cache (``clipwb.cache``)
     under the hash of its config, the model's weights and the data; a cached method is not retrained (and so
     writes nothing under ``out_root``)."""
     overrides = overrides or {}
     templates = po_config(profile, **overrides).templates
-    runs = MethodRuns(reference=po_eval(lm.model, lm.tokenizer, classes, sets, lm.model, templates))
+    keys = _RunKeys(lm, classes, sets)
+    runs = MethodRuns(reference=_reference_eval(lm, classes, sets, templates, keys, cache))
     for m in methods:
         cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
 
@@ -50,7 +71,7 @@ def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded",
                 out["results"][kind] = po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
             return out
 
-        done = cached_json("po-run", _run_key(lm, classes, sets, cfg), run, enabled=cache)
+        done = cached_json("po-run", keys.run(cfg), run, enabled=cache)
         runs.results[m] = {kind: {**r, **recovery(r, runs.reference)} for kind, r in done["results"].items()}
         runs.logs[m] = done["log"]
         runs.train_seconds[m] = done["train_seconds"]
@@ -63,10 +84,11 @@ def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded"
     **overrides)``; metrics of the ``weights`` ("avg" or "raw") model; cached as in ``compare_methods``."""
     out = []
     ref = None
+    keys = _RunKeys(lm, classes, sets)
     for v in values:
         cfg = po_config(profile, **{**(overrides or {}), param: v})
         if ref is None:
-            ref = po_eval(lm.model, lm.tokenizer, classes, sets, None, cfg.templates)
+            ref = _reference_eval(lm, classes, sets, cfg.templates, keys, cache)
 
         def run(cfg=cfg):
             res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
@@ -74,7 +96,7 @@ def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded"
             return {"metrics": po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
                     "train_seconds": res.train_seconds}
 
-        done = cached_json(f"po-sweep-{weights}", _run_key(lm, classes, sets, cfg), run, enabled=cache)
+        done = cached_json(f"po-sweep-{weights}", keys.run(cfg), run, enabled=cache)
         r = done["metrics"]
         out.append({param: v, **r, **recovery(r, ref), "train_seconds": done["train_seconds"]})
     return out

@@ -52,12 +52,12 @@ def noise_scales(d: int, heteroskedastic: bool, seed: int = 0) -> np.ndarray:
     return np.sqrt(d * w / w.sum())
 
 
-def derangement_of(idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A rearrangement of ``idx`` that moves every element: along a random cycle through the positions, each one
-    takes the element of the previous one."""
+def derangement_of(idx: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A rearrangement of ``idx`` that moves every element: along a cycle through the positions (random with
+    ``rng``; else the positions in order, a cyclic shift), each one takes the element of the previous one."""
     out = idx.copy()
     if len(idx) >= 2:
-        perm = rng.permutation(len(idx))
+        perm = rng.permutation(len(idx)) if rng is not None else np.arange(len(idx))
         out[perm] = idx[np.roll(perm, 1)]
     return out
 

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import profiles
+from ..cache import cached_tensors, fingerprint
 from ..config import with_overrides
 from ..evaluation.zeroshot import OBJECT_TEMPLATES, template_mean
 from ..models.inputs import images_to_tensor
@@ -250,6 +251,20 @@ def reference_logprobs(model, tokenizer, classes, images: np.ndarray, templates=
     txt = class_features(model, tok, len(classes))
     feats = _features(model, images, batch, device, precision)
     return policy_logprobs(F.normalize(feats, dim=-1), txt, _logit_scale(model), normalized=True)
+
+
+def cached_reference_logprobs(model, tokenizer, classes, images: np.ndarray, templates, precision: Precision,
+                              cache: bool = True) -> torch.Tensor:
+    """``reference_logprobs`` through the run cache (``clipwb.cache``), keyed by the reference model's weights, the
+    images, classes, templates and precision: every method and sweep point trained from one pretrained model on one
+    set computes them once. Returned on the model's device."""
+    device = next(model.parameters()).device
+
+    def run():
+        return {"logp": reference_logprobs(model, tokenizer, classes, images, templates, precision=precision)}
+
+    key = [fingerprint(model), fingerprint(images), list(classes), list(templates), precision.to_dict()]
+    return cached_tensors("ref-logprobs", key, run, enabled=cache)["logp"].to(device)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -503,8 +518,8 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     need_clean = cfg.method != "ce"
 
     t0 = time.time()
-    ref_typo = reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, precision=setup.prec)
-    ref_clean = (reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, precision=setup.prec)
+    ref_typo = cached_reference_logprobs(ref, tokenizer, classes, data["typo"], cfg.templates, setup.prec)
+    ref_clean = (cached_reference_logprobs(ref, tokenizer, classes, data["clean"], cfg.templates, setup.prec)
                  if need_clean else None)
     tokens = tokenizer([t.format(c) for c in classes for t in cfg.templates]).to(device)
     with torch.no_grad():

@@ -212,7 +212,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
         log["logit_scale"].append(model.logit_scale.exp().item())
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             ev = world_zero_shot_suite(model, tokenizer, world, n=cfg.eval_n, split="val")
-            log["eval"].append({"step": step + 1, **{k: v for k, v in ev.items() if not k.startswith("_")}})
+            log["eval"].append({"step": step + 1, **ev})
             model.train()
             if log_path is not None:  # the curve so far, readable while a long run goes on
                 atomic_write_text(log_path, json.dumps(log, indent=1))
@@ -249,6 +249,6 @@ def ensure_tiny_weights(cfg: PretrainConfig | None = None, cache: str | Path | N
     register_configs()
     m = open_clip.create_model(cfg.model_name, pretrained=str(path))
     ev = world_zero_shot_suite(m, open_clip.get_tokenizer(cfg.model_name), World(cfg.world), n=1024, split="test")
-    log["final"] = {k: v for k, v in ev.items() if not k.startswith("_")}
+    log["final"] = ev
     atomic_write_text(path.with_suffix(".json"), json.dumps(log, indent=1))
     return path

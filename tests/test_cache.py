@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipwb.experiments.cache import cached_json, cached_tensors, fingerprint, run_dir
+from clipwb.cache import cached_json, cached_tensors, fingerprint, run_dir
 
 
 def test_fingerprint_follows_content_not_identity(tiny):
@@ -62,3 +62,22 @@ def test_po_runs_are_cached_by_config_model_and_data(tiny, tmp_path, monkeypatch
     other["train"]["typo"] = other["train"]["typo"][::-1].copy()
     with pytest.raises(pytest.fail.Exception):
         po.compare_methods(tiny, classes, other, ["dpo"], "embedded", common, progress=False)
+
+
+def test_reference_logprobs_are_computed_once_per_model_and_data(tiny, monkeypatch):
+    import numpy as np
+    import torch
+
+    import clipwb.training.po_trainer as T
+    from clipwb.precision import Precision
+
+    x = np.random.default_rng(0).integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+    prec = Precision("fp32", "default")
+    first = T.cached_reference_logprobs(tiny.model, tiny.tokenizer, ["cat", "dog"], x, ("a photo of a {}.",), prec)
+    assert torch.equal(first, T.reference_logprobs(tiny.model, tiny.tokenizer, ["cat", "dog"], x,
+                                                   ("a photo of a {}.",), precision=prec))
+    monkeypatch.setattr(T, "reference_logprobs", lambda *a, **k: pytest.fail("recomputed cached log-probs"))
+    again = T.cached_reference_logprobs(tiny.model, tiny.tokenizer, ["cat", "dog"], x, ("a photo of a {}.",), prec)
+    assert torch.equal(first, again)
+    with pytest.raises(pytest.fail.Exception):  # other images are another entry
+        T.cached_reference_logprobs(tiny.model, tiny.tokenizer, ["cat", "dog"], x[:6], ("a photo of a {}.",), prec)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import config_hash
-from ..fileio import atomic_write, atomic_write_text, cache_dir
+from .config import config_hash
+from .fileio import atomic_write, atomic_write_text, cache_dir
 
 
 def run_dir(cache: str | Path | None = None) -> Path:

@@ -1,0 +1,47 @@
+"""Zero-shot evaluations of a pretrained model as notebooks 00 and 01 report them, each stored in the run cache
+(``clipwb.cache``) under the hash of the model's weights and of the data, so that a second run of the main
+job with nothing changed reads them back instead of re-encoding thousands of images."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..evaluation.typographic import typographic_metrics, world_probe_ceiling
+from ..evaluation.zeroshot import world_zero_shot_suite
+from ..cache import cached_json, fingerprint
+
+
+def world_suite(lm, world, n_eval: int, seed: int = 0, split: str = "test",
+                cache: bool = True) -> tuple[dict, dict]:
+    """``evaluation.zeroshot.world_zero_shot_suite`` on ``n_eval`` images of each kind, plus the linear-probe
+    ceiling on attacked images (``probe_ceiling_typo``: ``2 n_eval`` training and ``n_eval`` test images); returns
+    (metrics, predictions), the predictions int arrays for confusion matrices."""
+    def run():
+        metrics, preds = world_zero_shot_suite(lm.model, lm.tokenizer, world, n=n_eval, split=split,
+                                               return_predictions=True)
+        metrics["probe_ceiling_typo"] = world_probe_ceiling(lm.model, world, n_train=2 * n_eval, n_test=n_eval,
+                                                            seed=seed)
+        return {"metrics": metrics, "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()}}
+
+    key = [fingerprint(lm.model), dataclasses.asdict(world.config), n_eval, seed, split]
+    done = cached_json("world-suite", key, run, enabled=cache)
+    return done["metrics"], {k: np.asarray(v) for k, v in done["predictions"].items()}
+
+
+def sets_table(lm, classes, data: dict, cache: bool = True) -> dict:
+    """Zero-shot metrics of every built set of ``data`` (name -> arrays as from ``TypographicDataset.arrays``):
+    clean, control (where the set has control images), typographic top-1 and attack success, and the number of
+    attacked variants."""
+    def run():
+        table = {}
+        for name, d in data.items():
+            m = typographic_metrics(lm.model, lm.tokenizer, classes, d["typo"], d["true"], d["written"],
+                                    clean=d["clean"], control=d.get("control"))
+            table[name] = {"clean_top1": m["clean_top1"], "control_top1": m.get("control_top1"),
+                           "typo_top1": m["typo_top1"], "attack_success_rate": m["attack_success_rate"],
+                           "n_variants": m["n"]}
+        return table
+
+    arrays = {n: {k: d[k] for k in ("clean", "typo", "true", "written", "control") if k in d} for n, d in data.items()}
+    return cached_json("sets-table", [fingerprint(lm.model), list(classes), fingerprint(arrays)], run, enabled=cache)
