@@ -30,6 +30,12 @@ PROFILES: dict[str, dict[str, dict]] = {
         "reference": {},
         "embedded": {"ipo": {"beta": 0.1, "lam": 10.0}},
     },
+    # Defense-Prefix: the authors' settings (reference) and the tiny model's, which takes the PO profile's step:
+    # the embedded PO learning rate is 50x the reference one, and so is this one
+    "defense_prefix": {
+        "reference": {},
+        "embedded": {"lr": 0.1},
+    },
     "gca": {
         "full": {},
         "quick": {"n_train": 256, "n_test": 128, "epochs": 2, "batch_size": 64, "warmup": 1, "width": 8,
@@ -71,10 +77,16 @@ PROFILES: dict[str, dict[str, dict]] = {
                  "alg3_ratios": (3, 15), "flips": (0.1, 0.2, 0.3), "real_seeds": [0, 1], "real_steps": 200,
                  "n_shapes": 180},
     },
+    "07_defences": {
+        "quick": {"n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1}, "alphas": [0.5],
+                  "ts": [1.0], "select_n": 48},
+        "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "alphas": [0.25, 0.5, 0.75],
+                 "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024},
+    },
 }
 
 
-_LABELS = {"pretrain": "pretraining", "po": "PO", "po_methods": "PO", "gca": "GCA"}
+_LABELS = {"pretrain": "pretraining", "po": "PO", "po_methods": "PO", "gca": "GCA", "defense_prefix": "Defense-Prefix"}
 
 
 def profile(section: str, name: str) -> dict:

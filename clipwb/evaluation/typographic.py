@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from .classifier import ZeroShotClassifier, model_classifier
 from .zeroshot import OBJECT_TEMPLATES, top1, zero_shot_logits
+
+
+def _typo_scores(cosines, true, written) -> dict:
+    """typo_top1 and attack_success_rate (over images whose written word is a class, ``written >= 0``) of the
+    predictions ``cosines.argmax(-1)``."""
+    true, written = np.asarray(true), np.asarray(written)
+    pred = cosines.argmax(-1).cpu().numpy()
+    has_word = written >= 0
+    return {"typo_top1": float((pred == true).mean()) if len(true) else float("nan"),
+            "n_attack": int(has_word.sum()),
+            "attack_success_rate": (float((pred[has_word] == written[has_word]).mean()) if has_word.any()
+                                    else float("nan"))}
 
 
 def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, written, clean: np.ndarray | None = None,
@@ -12,14 +25,8 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
     """Fractions in [0, 1]: ``typo_top1``, ``attack_success_rate`` (over images whose written word is a class,
     ``written >= 0``), given clean images ``clean_top1``, and given control images (a non-class word written
     exactly as the attack's class name) ``control_top1``; plus the counts ``n`` and ``n_attack``."""
-    true, written = np.asarray(true), np.asarray(written)
-    out = {"n": int(len(true))}
-    lt = zero_shot_logits(model, tokenizer, typo, classes, templates)
-    pred = lt.argmax(-1).cpu().numpy()
-    out["typo_top1"] = float((pred == true).mean()) if len(true) else float("nan")
-    has_word = written >= 0
-    out["n_attack"] = int(has_word.sum())
-    out["attack_success_rate"] = float((pred[has_word] == written[has_word]).mean()) if has_word.any() else float("nan")
+    out = {"n": int(len(true)), **_typo_scores(zero_shot_logits(model, tokenizer, typo, classes, templates), true,
+                                                written)}
     if clean is not None:
         out["clean_top1"] = top1(zero_shot_logits(model, tokenizer, clean, classes, templates), true)
     if control is not None:
@@ -27,44 +34,37 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
     return out
 
 
-def kl_drift(model, ref_model, tokenizer, classes, clean: np.ndarray, templates=OBJECT_TEMPLATES) -> float:
-    """mean_i KL(pi_ref(.|x_i) || pi_theta(.|x_i)) on clean images, each policy at its own logit scale and with its
-    own class embeddings (Afzali et al., ICLR 2025)."""
-    import torch
-
-    def logp(m):
-        s = m.logit_scale.exp().float()
-        return torch.log_softmax(s * zero_shot_logits(m, tokenizer, clean, classes, templates), dim=-1)
-
-    from ..losses.po import kl_ref_policy
-
-    with torch.no_grad():
-        return float(kl_ref_policy(logp(ref_model), logp(model)))
-
-
 FAMILIES = {"test": "", "test_heldout": "_heldout", "test_note": "_note"}  # set -> metric-name suffix
 
 
 def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES) -> dict:
     """The PO evaluation of one model on the standard held-out sets (arrays as from ``TypographicDataset.arrays``):
-    clean_top1 (``test``'s clean images), then per attack family present (``test``, ``test_heldout``,
-    ``test_note`` -> suffix "", "_heldout", "_note"): typo_top1<suffix>, attack_success<suffix> and, where the set
-    has control images, control_top1<suffix> (a non-class word written the same way); given the reference,
-    kl_drift on the clean held-out images."""
+    ``classifier_eval`` of the model's zero-shot classifier, against the reference model's."""
+    ref = model_classifier(ref_model, tokenizer, classes, templates) if ref_model is not None else None
+    return classifier_eval(model_classifier(model, tokenizer, classes, templates), sets, ref)
+
+
+def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier | None = None) -> dict:
+    """One evaluation for every defence: clean_top1 (``test``'s clean images), then per attack family present
+    (``test``, ``test_heldout``, ``test_note`` -> suffix "", "_heldout", "_note"): typo<suffix>_top1,
+    attack_success<suffix> and, where the set has control images, control<suffix>_top1 (a non-class word written
+    the same way); given the reference classifier, kl_drift = mean_i KL(pi_ref || pi) on the clean held-out images,
+    each at its own logit scale and with its own class embeddings (Afzali et al., ICLR 2025)."""
+    from ..losses.po import kl_ref_policy
+
     te = sets["test"]
-    out = {"clean_top1": top1(zero_shot_logits(model, tokenizer, te["clean"], classes, templates), te["true"])}
+    out = {"clean_top1": top1(clf.cosines(te["clean"]), te["true"])}
     for name, sfx in FAMILIES.items():
         if name not in sets:
             continue
         s = sets[name]
-        m = typographic_metrics(model, tokenizer, classes, s["typo"], s["true"], s["written"], templates=templates)
+        m = _typo_scores(clf.cosines(s["typo"]), s["true"], s["written"])
         out[f"typo{sfx}_top1"] = m["typo_top1"]
         out[f"attack_success{sfx}"] = m["attack_success_rate"]
         if "control" in s:
-            out[f"control{sfx}_top1"] = top1(zero_shot_logits(model, tokenizer, s["control"], classes, templates),
-                                              s["true"])
-    if ref_model is not None:
-        out["kl_drift"] = kl_drift(model, ref_model, tokenizer, classes, te["clean"], templates)
+            out[f"control{sfx}_top1"] = top1(clf.cosines(s["control"]), s["true"])
+    if ref is not None:
+        out["kl_drift"] = float(kl_ref_policy(ref.log_probs(te["clean"]), clf.log_probs(te["clean"])))
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..evaluation.typographic import linear_probe_typo, po_eval, recovery
 from ..training.po_trainer import po_config, train_po
-from ..cache import cached_json, fingerprint
+from ..cache import cached_json, cached_tensors, fingerprint
 
 
 @dataclass
@@ -67,6 +67,8 @@ def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded",
             res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
                            out_dir=Path(out_root) / m if out_root else None, progress=progress, model_name=lm.name)
             out = {"results": {}, "log": res.log, "train_seconds": res.train_seconds}
+            # the raw weights too, for the defences that start from a fine-tuned model (PAINT)
+            cached_tensors("po-weights-raw", keys.run(cfg), res.model.state_dict, enabled=cache)
             for kind, model in (("raw", res.model), ("avg", res.avg_model)):
                 out["results"][kind] = po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates)
             return out

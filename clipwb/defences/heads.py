@@ -1,0 +1,126 @@
+"""Training-free ablation of the image tower's attention heads that carry the written word, in the spirit of
+Hufe et al. ("Towards mechanistic defenses against typographic attacks in CLIP" / "Dyslexify", 2025): score every
+attention head by how much of the written word its output carries into the pooled image embedding, then zero the
+top-scoring heads greedily while clean accuracy on a validation split stays within a tolerance.
+
+A head h of an attention layer with output projection W_O (d_out x H d_head) contributes
+W_O[:, h d_head:(h+1) d_head] o_h to the layer's output; zeroing those columns removes exactly that contribution.
+Heads are found in every ``nn.MultiheadAttention`` and open_clip ``Attention`` of the image tower (all blocks of
+a ViT) and in the attention pooling of open_clip's modified ResNet (the tiny model's conv tower: its pooling
+heads are its only attention). The score of a head is its ablation effect on the attack: the drop of the mean
+margin cos(x, t_written) - cos(x, t_true) over attacked probe images when that head alone is zeroed."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Head:
+    module: str  # the attention module's name inside the image tower
+    index: int
+    head_dim: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.module or 'visual'}#{self.index}"
+
+
+def _out_proj(m: nn.Module) -> tuple[torch.Tensor, int] | None:
+    from open_clip.modified_resnet import AttentionPool2d
+
+    if isinstance(m, AttentionPool2d):
+        return m.c_proj.weight, m.num_heads
+    out = getattr(m, "out_proj", None)
+    heads = getattr(m, "num_heads", None)
+    if isinstance(out, nn.Linear) and isinstance(heads, int) and out.weight.shape[1] % heads == 0:
+        return out.weight, heads
+    return None
+
+
+def attention_heads(model) -> list[Head]:
+    """Every attention head of ``model.visual``, in module order."""
+    heads = []
+    for name, m in model.visual.named_modules():
+        found = _out_proj(m)
+        if found is not None:
+            w, n = found
+            heads += [Head(name, h, w.shape[1] // n) for h in range(n)]
+    if not heads:
+        raise TypeError(f"no attention heads found in the image tower ({type(model.visual).__name__}): head "
+                        f"ablation needs a ViT or an attention-pooled ResNet tower")
+    return heads
+
+
+def ablate(model, heads: list[Head]) -> nn.Module:
+    """A copy of ``model`` with the output-projection columns of ``heads`` zeroed."""
+    out = copy.deepcopy(model)
+    modules = dict(out.visual.named_modules())
+    with torch.no_grad():
+        for h in heads:
+            w, _ = _out_proj(modules[h.module])
+            w[:, h.index * h.head_dim:(h.index + 1) * h.head_dim] = 0
+    return out.eval()
+
+
+def _margin(model, text: torch.Tensor, images: np.ndarray, true, written) -> float:
+    from ..models.inputs import encode_images
+
+    f = encode_images(model, images)
+    cos = f @ text.T
+    true, written = torch.as_tensor(np.asarray(true)), torch.as_tensor(np.asarray(written))
+    ok = written >= 0
+    r = torch.arange(len(f))[ok]
+    return float((cos[r, written[ok]] - cos[r, true[ok]]).mean())
+
+
+def _clean_top1(model, text: torch.Tensor, images: np.ndarray, labels) -> float:
+    from ..models.inputs import encode_images
+
+    return float(((encode_images(model, images) @ text.T).argmax(-1).numpy() == np.asarray(labels)).mean())
+
+
+@dataclass
+class AblationResult:
+    heads: list[Head]  # zeroed, in the order added
+    scores: dict[str, float]  # head name -> ablation effect on the written-word margin
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def score_heads(model, text: torch.Tensor, typo: np.ndarray, true, written, progress: bool = False) -> dict:
+    """head name -> (margin of the model) - (margin with that head zeroed), on attacked probe images."""
+    from ..progress import tqdm
+
+    base = _margin(model, text, typo, true, written)
+    return {h.name: base - _margin(ablate(model, [h]), text, typo, true, written)
+            for h in tqdm(attention_heads(model), disable=not progress, desc="head scores")}
+
+
+def greedy_ablation(model, text: torch.Tensor, typo: np.ndarray, true, written, clean_val: np.ndarray, y_val,
+                    tolerance: float = 0.01, max_heads: int | None = None, progress: bool = False) -> AblationResult:
+    """Score the heads on (``typo``, ``true``, ``written``), then zero heads in descending score (positive scores
+    only) while the clean top-1 on (``clean_val``, ``y_val``) stays within ``tolerance`` of the unablated model's;
+    stops at the first head that would break it or after ``max_heads``."""
+    t0 = time.time()
+    heads = {h.name: h for h in attention_heads(model)}
+    scores = score_heads(model, text, typo, true, written, progress)
+    base = _clean_top1(model, text, clean_val, y_val)
+    chosen, log = [], [{"heads": 0, "clean_top1": base, "margin": _margin(model, text, typo, true, written)}]
+    for name in sorted((n for n in scores if scores[n] > 0), key=lambda n: -scores[n]):
+        if max_heads is not None and len(chosen) >= max_heads:
+            break
+        trial = ablate(model, chosen + [heads[name]])
+        clean = _clean_top1(trial, text, clean_val, y_val)
+        if clean < base - tolerance:
+            log.append({"heads": len(chosen) + 1, "rejected": name, "clean_top1": clean})
+            break
+        chosen.append(heads[name])
+        log.append({"heads": len(chosen), "added": name, "clean_top1": clean,
+                    "margin": _margin(trial, text, typo, true, written)})
+    return AblationResult(chosen, scores, log, time.time() - t0)
