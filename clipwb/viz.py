@@ -199,6 +199,33 @@ def tradeoff(points: dict[str, dict[str, dict]], reference: dict, x: str = "clea
     return _save(fig, save)
 
 
+def defence_pareto(results: dict[str, dict], curves: dict[str, list[dict]] | None = None, x: str = "clean_top1",
+                   y: str = "typo_top1", save=None):
+    """Clean vs typographic top-1, one marker per defence (the zero-shot model a star), and each curve of
+    ``curves`` (rows along a strength, e.g. PAINT's alpha) as a line; the Pareto front of the markers dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for i, (name, rows) in enumerate((curves or {}).items()):
+        ax.plot([r[x] for r in rows], [r[y] for r in rows], color=plt.cm.tab20(2 * (i % 10) + 1), lw=1.2,
+                marker=".", ms=4, zorder=1, label=f"{name} curve")
+    pts = sorted(((r[x], r[y], n) for n, r in results.items()), reverse=True)
+    front, best = [], -np.inf
+    for px, py, _ in pts:  # highest clean first: a point is on the front if no point with more clean beats its typo
+        if py > best:
+            front.append((px, py))
+            best = py
+    if len(front) > 1:
+        ax.plot(*zip(*front), ls="--", color="grey", lw=0.8, zorder=0, label="Pareto front")
+    for i, (name, r) in enumerate(results.items()):
+        star = name == "zero_shot"
+        ax.scatter([r[x]], [r[y]], s=180 if star else 55, marker="*" if star else "o",
+                   color="black" if star else plt.cm.tab20(2 * (i % 10)), zorder=3, label=name)
+    ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="defences: robustness vs clean accuracy")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
 def sweep_plot(values, results: list[dict], param: str, keys=("clean_top1", "typo_top1", "typo_heldout_top1",
                                                                "kl_drift"), save=None, title: str = ""):
     """Metrics against one swept parameter (log-x when it spans more than a decade)."""

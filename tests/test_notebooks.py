@@ -23,6 +23,9 @@ REQUIRED = {
            "pretrain_gca-uot_zero_shot_clean_top1"],
     "06": ["closed_form_sin_theta_n500", "trained_sin_theta_n500", "digits-shapes_semi_paired_only",
            "digits-shapes_semi_with_unpaired", "digits-shapes_semi_oracle", "gradient_max_abs_error"],
+    "07": ["zero_shot_typo_top1", "ce_typo_top1", "paint_ce_typo_top1", "paint_dpo_typo_top1",
+           "defense_prefix_typo_top1", "projection_typo_top1", "head_ablation_typo_top1", "dpo_typo_top1",
+           "kto_typo_top1", "steering_typo_top1", "steering_clean_top1", "notebook_seconds"],
 }
 
 
@@ -86,3 +89,25 @@ def test_po_notebook_runs_unchanged_on_the_real_path(tmp_path, tiny):
     metrics = json.loads((tmp_path / "out" / "metrics" / f"{nb.stem}.json").read_text())
     assert metrics["source"] == str(root) and metrics["model"].startswith("local-dir:")
     assert 0 <= metrics["dpo"]["avg"]["typo_top1"] <= 1 and metrics["n_train_pairs"] == 64 * 2
+
+
+@pytest.mark.slow
+def test_defences_notebook_runs_unchanged_on_the_real_path(tmp_path, tiny):
+    """Notebook 07 with an open_clip local-dir checkpoint and an image-folder dataset, as notebook 02 above."""
+    from clipwb.data.builders import export_image_folder
+    from clipwb.models.loading import save_model
+    from clipwb.world import World
+
+    world = World()
+    batch = world.generate(64, "val", "object")
+    root = export_image_folder(batch.images, batch.labels("class_name", world.classes), world.classes,
+                               tmp_path / "folder")
+    save_model(tiny.model, tmp_path / "ckpt", tiny.name)
+    nb = next(p for p in NOTEBOOKS if p.name.startswith("07_"))
+    run_notebook(nb, tmp_path / "out", "quick", parameters={
+        "model": f"local-dir:{tmp_path / 'ckpt'}", "source": str(root), "image_size": 64, "n_train": 48,
+        "n_test": 16}, html=False, progress=False)
+    metrics = json.loads((tmp_path / "out" / "metrics" / f"{nb.stem}.json").read_text())
+    assert metrics["source"] == str(root) and metrics["model"].startswith("local-dir:")
+    assert {"zero_shot", "paint_ce", "defense_prefix", "head_ablation", "steering"} <= set(metrics)
+    assert all(0 <= metrics[d]["typo_top1"] <= 1 for d in ("zero_shot", "projection", "kto"))

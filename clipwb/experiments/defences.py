@@ -151,8 +151,7 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
             row = next(r for r in res["rows"] if r["alpha"] == res["alpha"])
             done(f"paint_{m}", {k: v for k, v in row.items() if k not in ("alpha", "train")},
                  _count(lm.model, cfg.train), runs.train_seconds[m] + res["seconds"], alpha=res["alpha"])
-            out.curves[f"paint_{m}"] = [{**{k: v for k, v in r.items() if k != "train"},
-                                         **recovery(r, reference)} for r in res["rows"]]
+            out.curves[f"paint_{m}"] = [_curve_row(r, reference) for r in res["rows"]]
 
     tr = sets["train"]
     if "defense_prefix" in only:
@@ -222,10 +221,15 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
         d = len(base.text[0])
         done("steering", {k: v for k, v in row.items() if k not in ("t", "train")}, d * d, res["seconds"],
              t=res["t"], config=dataclasses.asdict(scfg))
-        out.curves["steering"] = [{**{k: v for k, v in r.items() if k != "train"}, **recovery(r, reference)}
-                                  for r in res["rows"]]
+        out.curves["steering"] = [_curve_row(r, reference) for r in res["rows"]]
     out.results = {d: out.results[d] for d in DEFENCES if d in out.results}
     return out
+
+
+def _curve_row(r: dict, reference: dict) -> dict:
+    """A strength's test metrics with recovery, and the training-image scores it was chosen on (``select_*``)."""
+    return {**{k: v for k, v in r.items() if k != "train"}, **recovery(r, reference),
+            **{f"select_{k}": v for k, v in r["train"].items()}}
 
 
 def _prefix_classifier(lm, classes, vector, templates, feats) -> ZeroShotClassifier:

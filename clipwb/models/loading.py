@@ -120,20 +120,22 @@ def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False
     return atomic_write(path, lambda tmp: torch.save(sd, tmp))
 
 
-def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preprocess_cfg: dict | None = None) -> Path:
+def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preprocess_cfg: dict | None = None,
+               model_cfg: dict | None = None) -> Path:
     """Save in open_clip's local-dir format: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
 
     ``open_clip.create_model_and_transforms('local-dir:' + out_dir)`` and
     ``create_model_and_transforms(name, pretrained=out_dir/'open_clip_model.safetensors')`` both load it.
+    ``model_cfg``: the architecture's open_clip config where ``name`` is not a registered one (a custom model).
     """
     import open_clip
 
     register_configs()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_cfg = open_clip.get_model_config(name)
+    model_cfg = model_cfg or open_clip.get_model_config(name)
     if model_cfg is None:
-        raise ModelSpecError(f"unknown open_clip model name {name!r}")
+        raise ModelSpecError(f"unknown open_clip model name {name!r}; pass its model_cfg for a custom model")
     pp = preprocess_cfg or dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     cfg = {"model_cfg": model_cfg, "preprocess_cfg": pp, "clipwb": {"model_name": name}}
     weights = save_state_dict(model, out_dir / "open_clip_model.safetensors")

@@ -1,0 +1,218 @@
+"""The defences of notebook 07: PAINT interpolation, Defense-Prefix, the forget-to-spell projection, attention-head
+ablation, the selection rule and the side-by-side driver."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clipwb.defences import heads as H
+from clipwb.defences.interpolation import interpolate, select_strength
+from clipwb.defences.prefix import (PrefixConfig, prefix_text_features, prefixed_prompts, token_embedding,
+                                    train_prefix)
+from clipwb.defences.projection import ProjectionConfig, train_projection
+from clipwb.evaluation.classifier import model_classifier
+from clipwb.evaluation.typographic import classifier_eval, po_eval
+from clipwb.evaluation.zeroshot import class_text_features
+from clipwb.models.inputs import encode_images
+from clipwb.world import World
+
+CLASSES = World().classes
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny):
+    w = World()
+    b = w.generate(64, "val", "typographic")
+    clean = w.generate(64, "val", "object")  # the same objects without the word: index-aligned with b
+    return {"typo": b.images, "clean": clean.images, "true": np.array(b.labels("class_name", w.classes)),
+            "written": np.array(b.labels("text", w.classes))}
+
+
+def _perturbed(model, seed=1, eps=0.05):
+    import copy
+
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.visual.parameters():
+            p.add_(eps * torch.randn(p.shape, generator=g))
+    return m
+
+
+def test_interpolation_ends_are_the_two_models_and_the_middle_is_paints_formula(tiny):
+    ft = _perturbed(tiny.model)
+    for a, want in ((0.0, tiny.model), (1.0, ft)):
+        got = interpolate(tiny.model, ft, a).state_dict()
+        assert all(torch.equal(got[k], v) for k, v in want.state_dict().items())
+    mid = interpolate(tiny.model, ft, 0.3).state_dict()
+    sd0, sd1 = tiny.model.state_dict(), ft.state_dict()
+    # PAINT's patching code: theta = {key: (1 - alpha) * theta_0[key] + alpha * theta_1[key]}
+    for k in sd0:
+        if sd0[k].is_floating_point():
+            assert torch.allclose(mid[k], (1 - 0.3) * sd0[k] + 0.3 * sd1[k], atol=1e-6), k
+    assert torch.equal(tiny.model.state_dict()["logit_scale"], sd0["logit_scale"])  # inputs untouched
+
+
+def test_interpolation_refuses_other_architectures_and_alphas(tiny):
+    import open_clip
+
+    other = open_clip.create_model("RN50", pretrained=None)
+    with pytest.raises(ValueError, match="same architecture"):
+        interpolate(tiny.model, other, 0.5)
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
+        interpolate(tiny.model, tiny.model, 1.5)
+
+
+def test_selection_keeps_the_clean_floor_and_prefers_small_strengths():
+    rows = [{"alpha": 0.0, "clean_top1": 0.90, "typo_top1": 0.40}, {"alpha": 0.5, "clean_top1": 0.895, "typo_top1": 0.6},
+            {"alpha": 0.75, "clean_top1": 0.895, "typo_top1": 0.6}, {"alpha": 1.0, "clean_top1": 0.8, "typo_top1": 0.8}]
+    assert select_strength(rows, 0.89)["alpha"] == 0.5  # 1.0 breaks the floor; 0.5 wins the tie with 0.75
+    assert select_strength(rows, 0.95)["alpha"] == 0.0  # nothing keeps the floor: the smallest strength
+    assert select_strength([{"t": 1, "clean_top1": 1, "typo_top1": 1}], 0, key="t")["t"] == 1
+
+
+def test_prefix_injection_is_exact_and_differentiable(tiny):
+    emb = token_embedding(tiny.model)
+    star = emb.weight[int(tiny.tokenizer(["*"])[0][1])].detach()
+    templates = ("a photo of a {}.",)
+    with torch.no_grad():
+        plain = class_text_features(tiny.model, tiny.tokenizer, [f"* {c}" for c in CLASSES[:3]], templates)
+        injected = prefix_text_features(tiny.model, tiny.tokenizer, CLASSES[:3], star, templates)
+    assert torch.allclose(plain, injected, atol=1e-6)  # the placeholder's own embedding: the plain prompt
+    v = star.clone().requires_grad_(True)
+    prefix_text_features(tiny.model, tiny.tokenizer, CLASSES[:3], v, templates).sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
+    assert prefixed_prompts(["cat"], ("a {}.",)) == ["a * cat."]
+
+
+def test_defense_prefix_learns_on_frozen_towers(tiny, pairs):
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    flags = [p.requires_grad for p in tiny.model.parameters()]
+    fc, ft = encode_images(tiny.model, pairs["clean"]), encode_images(tiny.model, pairs["typo"])
+    res = train_prefix(tiny.model, tiny.tokenizer, CLASSES, fc, ft, pairs["true"],
+                       PrefixConfig(lr=0.1, batch_size=16, epochs=6, seed=0))
+    assert all(torch.equal(v, tiny.model.state_dict()[k]) for k, v in before.items())  # both towers frozen
+    assert [p.requires_grad for p in tiny.model.parameters()] == flags
+    first, last = res.log[0], res.log[-1]
+    assert len(res.log) == 6 * 4 and last["defence"] < first["defence"]
+    assert res.vector.shape == (token_embedding(tiny.model).weight.shape[1],)
+    # on its training images the [DP] prompts read the attacked images better than the plain prompts
+    clf = res.classifier(tiny.model, tiny.tokenizer, CLASSES)
+    base = model_classifier(tiny.model, tiny.tokenizer, CLASSES)
+    acc = lambda c: float((c.cosines(pairs["typo"]).argmax(-1).numpy() == pairs["true"]).mean())  # noqa: E731
+    assert acc(clf) > acc(base)
+    with pytest.raises(ValueError, match="as many clean and attacked"):
+        train_prefix(tiny.model, tiny.tokenizer, CLASSES, fc[:3], ft, pairs["true"])
+
+
+def test_prefix_needs_a_token_embedding():
+    with pytest.raises(TypeError, match="token embedding"):
+        token_embedding(torch.nn.Linear(2, 2))
+
+
+def test_projection_learns_and_stays_near_orthogonal(tiny, pairs):
+    fc, ft = encode_images(tiny.model, pairs["clean"]), encode_images(tiny.model, pairs["typo"])
+    text = class_text_features(tiny.model, tiny.tokenizer, CLASSES)
+    res = train_projection(fc, ft, pairs["true"], text, float(tiny.model.logit_scale.detach().exp()),
+                           ProjectionConfig(batch_size=16, epochs=8, lr=1e-2))
+    assert res.W.shape == (fc.shape[1], fc.shape[1] // 2)
+    assert res.log[-1]["ce"] < res.log[0]["ce"]
+    assert res.log[-1]["ortho"] < 0.5
+    clf = res.classifier(model_classifier(tiny.model, tiny.tokenizer, CLASSES))
+    assert clf.text.shape == (len(CLASSES), fc.shape[1] // 2)
+    assert torch.allclose(clf.text.norm(dim=-1), torch.ones(len(CLASSES)))
+
+
+def test_heads_of_the_tiny_conv_tower_are_its_pooling_heads(tiny):
+    heads = H.attention_heads(tiny.model)
+    pool = tiny.model.visual.attnpool
+    assert len(heads) == pool.num_heads and {h.module for h in heads} == {"attnpool"}
+    ab = H.ablate(tiny.model, heads[:2])
+    w, w0 = ab.visual.attnpool.c_proj.weight, pool.c_proj.weight
+    d = heads[0].head_dim
+    assert (w[:, :2 * d] == 0).all() and torch.equal(w[:, 2 * d:], w0[:, 2 * d:])
+    assert (w0[:, :2 * d] != 0).any()  # the input model is untouched
+
+
+def _random_vit(tmp_path):
+    """A randomly initialised small open_clip ViT, written to a local dir in open_clip's format and loaded back."""
+    import open_clip
+
+    from clipwb.models import load_model
+    from clipwb.models.loading import save_model
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+           "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    model = open_clip.CLIP(**cfg)
+    save_model(model, tmp_path / "vit", "clipwb-test-vit", model_cfg=cfg)
+    return load_model(f"local-dir:{tmp_path / 'vit'}", "cpu")
+
+
+def test_head_ablation_on_a_random_vit_from_a_local_dir(tmp_path):
+    lm = _random_vit(tmp_path)
+    heads = H.attention_heads(lm.model)
+    blocks = lm.model.visual.transformer.resblocks
+    assert len(heads) == sum(b.attn.num_heads for b in blocks) == 2 * blocks[0].attn.num_heads
+    w = World(image_size=32)
+    b = w.generate(24, "val", "typographic")
+    c = w.generate(24, "val", "object")
+    text = class_text_features(lm.model, lm.tokenizer, w.classes)
+    res = H.greedy_ablation(lm.model, text, b.images, b.labels("class_name", w.classes), b.labels("text", w.classes),
+                            c.images, c.labels("class_name", w.classes), tolerance=0.05)
+    assert set(res.scores) == {h.name for h in heads}
+    base = res.log[0]["clean_top1"]
+    assert all(r["clean_top1"] >= base - 0.05 for r in res.log if "added" in r)  # the tolerance held
+    assert [r["added"] for r in res.log if "added" in r] == [h.name for h in res.heads]
+    if res.heads:  # the chosen heads are the top-scoring ones, in order
+        order = sorted(res.scores, key=lambda n: -res.scores[n])
+        assert [h.name for h in res.heads] == order[:len(res.heads)]
+
+
+def test_classifier_eval_of_a_model_is_po_eval(tiny, pairs):
+    sets = {"test": {k: pairs[k] for k in ("clean", "typo", "true", "written")}}
+    clf = model_classifier(tiny.model, tiny.tokenizer, CLASSES)
+    assert classifier_eval(clf, sets, clf) == po_eval(tiny.model, tiny.tokenizer, CLASSES, sets, tiny.model)
+    assert classifier_eval(clf, sets, clf)["kl_drift"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def quick_sets(tiny, tmp_path_factory):
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays
+
+    classes, sets, _ = attack_arrays("world", world=World(), n_train=32, n_test=16,
+                                     cfg=AttackSetsConfig(k=2, seed=0), root=tmp_path_factory.mktemp("sets"))
+    return classes, sets
+
+
+@pytest.mark.slow
+def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
+    from clipwb.experiments import defences as D
+
+    classes, sets = quick_sets
+    kw = dict(alphas=(0.5,), ts=(1.0,), select_n=32, progress=False)
+    runs = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1}, **kw)
+    table = runs.table()
+    assert list(table) == list(D.DEFENCES)
+    for d, r in table.items():
+        assert set(r) == set(D.KEYS) and all(v is not None for v in r.values()), d
+        assert 0 <= r["clean_top1"] <= 1 and r["kl_drift"] >= -1e-9 and r["train_seconds"] >= 0
+    zs = table["zero_shot"]
+    assert zs["recovery"] == 0.0 and zs["kl_drift"] == 0.0 and zs["trainable_params"] == 0
+    assert table["defense_prefix"]["trainable_params"] == token_embedding(tiny.model).weight.shape[1]
+    assert table["head_ablation"]["trainable_params"] == 0
+    assert runs.details["paint_ce"]["alpha"] in (0.0, 0.5, 1.0)
+    assert [r["alpha"] for r in runs.curves["paint_ce"]] == [0.0, 0.5, 1.0]
+    assert runs.curves["paint_ce"][0]["typo_top1"] == zs["typo_top1"]  # alpha 0 is the zero-shot model
+    assert runs.curves["paint_ce"][-1]["typo_top1"] == table["ce"]["typo_top1"]  # alpha 1 is the fine-tune
+    json.dumps(runs.results), json.dumps(runs.curves), json.dumps(runs.details)
+    # a second call reads every defence from the run cache: nothing trains
+    for name in ("train_prefix", "train_projection", "train_linear_map", "greedy_ablation", "train_po"):
+        monkeypatch.setattr(D, name, lambda *a, **k: pytest.fail("retrained a cached defence"))
+    import clipwb.experiments.po as PO
+
+    monkeypatch.setattr(PO, "train_po", lambda *a, **k: pytest.fail("retrained a cached PO run"))
+    again = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1}, **kw)
+    assert again.table() == table
+    with pytest.raises(ValueError, match="unknown defences"):
+        D.compare_defences(tiny, classes, sets, only=("zero_shot", "magic"))
