@@ -241,11 +241,13 @@ def _machine_line() -> str:
     return f"{info['model']} ({os.cpu_count()} cores, native bf16: {info['bf16_native']}), {platform.system()}"
 
 
-def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, keep: int = 20) -> Path:
-    """Append one main-job run to ``<out_dir>/runs.json`` (the last ``keep`` runs)."""
+def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, whole: bool = True,
+               keep: int = 20) -> Path:
+    """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs); ``whole``: every notebook was asked
+    for (the main job), not a subset (``--only``)."""
     path = Path(out_dir) / RUNS_FILE
     runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
-    runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile,
+    runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile, "whole": whole,
                  "cache": cache, "machine": _machine_line(), "notebooks": {k: round(v, 1) for k, v in timings.items()},
                  "seconds": round(sum(timings.values()), 1)})
     return atomic_write_text(path, json.dumps({"runs": runs[-keep:]}, indent=1) + "\n")
@@ -260,19 +262,21 @@ def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> t
     latest = {}
     for r in runs:
         latest.update(r["notebooks"])
-    whole = [r for r in runs if all_names and set(all_names) <= set(r["notebooks"])]
+    whole = [r for r in runs if r.get("whole", True)]  # runs recorded before "whole" existed were main jobs
     picked = [(state, next((r for r in reversed(whole) if r["cache"]["state"] == state), None))
               for state in ("cold", "warm")]
     picked = [(s, r) for s, r in picked if r]
     if not picked:
         return [], latest
     lines = ["## Main job timings", "",
-             "Seconds per notebook of the newest whole run of the main job that started with an empty cache (cold) "
-             "and with a filled one (warm: runs, embeddings and built sets read back).", "",
+             "Seconds per notebook of the newest run of the main job (all notebooks) that started with an empty cache "
+             "(cold) and with a filled one (warm: runs, embeddings and built sets read back); - : the notebook did "
+             "not exist yet or was not in that run.", "",
              "| notebook | " + " | ".join(f"{s} ({r['finished']})" for s, r in picked) + " |",
              "|---|" + "---|" * len(picked)]
     for name in all_names:
-        lines.append(f"| {name} | " + " | ".join(f"{r['notebooks'][name]:.0f}" for _, r in picked) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r['notebooks'][name]:.0f}" if name in r["notebooks"] else "-"
+                                                for _, r in picked) + " |")
     lines.append("| **total** | " + " | ".join(f"**{r['seconds']:.0f}** ({r['seconds'] / 60:.1f} min)"
                                                for _, r in picked) + " |")
     lines += ["", "Machine: " + "; ".join(f"{s}: {r['machine']}" for s, r in picked), ""]
@@ -299,6 +303,6 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
         results.append(res)
         print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s", file=sys.stderr, flush=True)
     timings = {r.name: r.seconds for r in results}
-    record_run(out_dir, profile, timings, cache)
+    record_run(out_dir, profile, timings, cache, whole=only is None)
     write_summary(out_dir, profile, timings)
     return results

@@ -100,7 +100,7 @@ def test_main_job_history_gives_cold_and_warm_timings(tmp_path, monkeypatch):
     state = reports.cache_state()
     assert state == {"runs": 1, "datasets": 0, "state": "warm"}
     reports.record_run(out, "full", {"00_a": 10.0, "01_b": 20.0}, state)
-    reports.record_run(out, "full", {"01_b": 25.0}, state)  # a partial run: not a whole main job
+    reports.record_run(out, "full", {"01_b": 25.0}, state, whole=False)  # --only 01: not the main job
     text = write_summary(out, "full").read_text()
     assert "| 00_a | 100 | 10 |" in text and "| 01_b | 300 | 20 |" in text
     assert "**400** (6.7 min)" in text and "**30** (0.5 min)" in text
