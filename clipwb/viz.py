@@ -14,6 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _finish_panels(fig, axes, ylabel: str, save):
+    """A row of panels: y label and legend on the first, tight layout, saved."""
+    first = np.atleast_1d(axes)[0]
+    first.set_ylabel(ylabel)
+    first.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
 def _save(fig, save):
     if save:
         save = Path(save)
@@ -342,10 +351,7 @@ def mmcl_robustness(rows: list[dict], methods=("mmcl_closed_form", "mmcl_trained
             ax.errorbar(ps, mu, yerr=sd, marker="o", capsize=3, label=m)
         ax.set(title=f"n = {n}, {'heteroskedastic' if h else 'homoskedastic'}", xlabel="mismatched share p_n")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("||sin Theta(P_r(G1), U1*)||_F")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save)
+    return _finish_panels(fig, axes, "||sin Theta(P_r(G1), U1*)||_F", save)
 
 
 def mmcl_unpaired(summary: list[dict], paper: dict | None = None,
@@ -365,7 +371,4 @@ def mmcl_unpaired(summary: list[dict], paper: dict | None = None,
             ax.plot([0, 15], paper[n], "k--", lw=1, marker="x", label="paper (trained cosine)")
         ax.set(title=f"n = {n}", xlabel="N / n")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("sin Theta")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, save)
+    return _finish_panels(fig, axes, "sin Theta", save)
