@@ -13,20 +13,48 @@ def _eval(args) -> int:
 
     from .evaluation.zeroshot import top1, zero_shot_logits
     from .models import load_model
-    from .world import World
 
-    world = World(seed=args.seed)
-    _check_count("--n", args.n, bytes_each=2 * 3 * world.config.image_size ** 2)
     t0 = time.time()
     torch.manual_seed(args.seed)
-    lm = load_model(args.model, args.device, cache=args.cache_dir)
-    kind = "object" if args.attack == "none" else "typographic"
-    data = world.generate(args.n, args.split, kind)
-    logits = zero_shot_logits(lm.model, lm.tokenizer, data.images, world.classes)
-    out = {"model": args.model, "data": args.data, "split": args.split, "attack": args.attack, "seed": args.seed,
-           "n": args.n, "top1": top1(logits, data.labels("class_name", world.classes))}
-    if args.attack == "typographic":
-        out["attack_success"] = top1(logits, data.labels("text", world.classes))
+    out = {"model": args.model, "data": args.data, "split": args.split, "attack": args.attack, "seed": args.seed}
+    if args.data == "world":
+        from .world import World
+
+        world = World(seed=args.seed)
+        args.n = 1024 if args.n is None else args.n
+        _check_count("--n", args.n, bytes_each=2 * 3 * world.config.image_size ** 2)
+        lm = load_model(args.model, args.device, cache=args.cache_dir)
+        kind = {"none": "object", "typographic": "typographic", "note": "typographic_note"}[args.attack]
+        data = world.generate(args.n, args.split, kind)
+        images, classes = data.images, world.classes
+        true = data.labels("class_name", classes)
+        written = data.labels("text", classes) if args.attack != "none" else None
+    else:  # an image folder or a real typographic set: the layout is checked before any model is loaded
+        from .data.sets import eval_arrays, eval_layout
+        from .models.inputs import preprocess_stats
+
+        eval_layout(args.data, args.attack)
+        if args.n is not None:
+            _check_count("--n", args.n)
+
+        if args.image_size is None:  # the model's input size, read from its config without loading weights
+            lm = load_model(args.model, args.device, cache=args.cache_dir)
+            size = preprocess_stats(lm.model)[2]
+        else:
+            lm, size = None, args.image_size
+        arr = eval_arrays(args.data, args.attack, size=size, n=args.n, seed=args.seed,
+                          classes_file=args.classes_file)
+        lm = lm or load_model(args.model, args.device, cache=args.cache_dir)
+        images, classes, true, written = arr["images"], arr["classes"], arr["true"], arr.get("written")
+        out.update(split=None, layout=arr["layout"], skipped_corrupt=len(arr["skipped_corrupt"]))
+    logits = zero_shot_logits(lm.model, lm.tokenizer, images, classes)
+    out.update(n=int(len(images)), top1=top1(logits, true))
+    if written is not None:
+        import numpy as np
+
+        w = np.asarray(written)
+        has = w >= 0
+        out["attack_success"] = top1(logits[torch.as_tensor(has)], w[has]) if has.any() else float("nan")
     out["seconds"] = round(time.time() - t0, 3)
     print(json.dumps(out))
     return 0
@@ -206,13 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", formatter_class=_Help,
                        help="zero-shot top-1 of any model on freshly generated held-out world images")
     e.add_argument("--model", default="tiny", help=model_help)
-    e.add_argument("--data", default="world", choices=["world"],
-                   help="the embedded world (image folders and real typographic sets: clipwb.data in Python)")
+    e.add_argument("--data", default="world",
+                   help="'world' (generated held-out images), an image folder root/<class>/<image> (ImageNet-100 / "
+                        "Food-101 layout) or a real typographic set (root/labels.csv: file,true,written)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="world split to generate")
-    e.add_argument("--attack", default="none", choices=["none", "typographic"],
-                   help="typographic: a wrong class name written on every image")
-    e.add_argument("--seed", type=int, default=0, help="world seed: fixes the generated images")
-    e.add_argument("--n", type=int, default=1024, help="images to generate and evaluate")
+    e.add_argument("--attack", default="none", choices=["none", "typographic", "note"],
+                   help="typographic: a wrong class name written on every image; note: written on a paper patch "
+                        "(real typographic sets: typographic, their own attack)")
+    e.add_argument("--seed", type=int, default=0, help="world seed / image-folder sample and attack seed")
+    e.add_argument("--n", type=int, default=None,
+                   help="images to evaluate (world: to generate, default 1024; folders: a seeded sample, default all)")
+    e.add_argument("--image-size", type=int, default=None,
+                   help="image folders and real sets: resize + crop side (default: the model's input size)")
+    e.add_argument("--classes-file", default=None, help="image folders: class names, one per folder (sorted order)")
     e.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available, else cpu)")
     _add_common(e)
     e.set_defaults(func=_eval)

@@ -69,3 +69,53 @@ def test_build_typo_rejects_a_missing_folder(tmp_path, capsys):
 
     assert main(["build-typo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_eval_on_an_image_folder_clean_typographic_and_note(tmp_path, capsys):
+    """`clipwb eval --data PATH`: the same one JSON line on a user's image folder, clean and attacked."""
+    from clipwb.cli import main
+    from clipwb.data.builders import export_image_folder
+    from clipwb.world import World
+
+    w = World()
+    b = w.generate(48, "test", "object")
+    root = export_image_folder(b.images, b.labels("class_name", w.classes), w.classes, tmp_path / "folder")
+    res = {}
+    for attack in ("none", "typographic", "note"):
+        assert main(["eval", "--data", str(root), "--attack", attack, "--n", "40", "--seed", "1"]) == 0
+        res[attack] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    clean, typo, note = res["none"], res["typographic"], res["note"]
+    assert clean["n"] == typo["n"] == note["n"] == 40 and clean["layout"] == "image folder"
+    assert "attack_success" not in clean and 0 <= typo["attack_success"] <= 1 and 0 <= note["attack_success"] <= 1
+    assert typo["top1"] < clean["top1"] and note["top1"] < clean["top1"]  # the written word costs accuracy
+
+
+def test_eval_on_a_real_typographic_set_and_wrong_layouts_fail_fast(tmp_path, capsys):
+    import time
+
+    from PIL import Image
+
+    from clipwb.cli import main
+    from clipwb.world import World
+
+    w = World()
+    b = w.generate(12, "test", "typographic")
+    real = tmp_path / "rta"
+    real.mkdir()
+    rows = ["file,true,written"]
+    for i, (img, rec) in enumerate(zip(b.images, b.records)):
+        Image.fromarray(img).save(real / f"{i}.png")
+        rows.append(f"{i}.png,{rec['class_name']},{rec['text']}")
+    (real / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["eval", "--data", str(real), "--attack", "typographic", "--image-size", "64"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["layout"] == "labels.csv" and out["n"] == 12 and 0 <= out["attack_success"] <= 1
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    for data, attack, msg in ((tmp_path / "flat", "none", "neither labels.csv nor class folders"),
+                              (tmp_path / "nope", "none", "no such folder"),
+                              (real, "none", "only --attack typographic applies")):
+        t0 = time.time()
+        r = run("eval", "--data", str(data), "--attack", attack, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr and "labels.csv" in r.stderr, r.stderr[-500:]
+        assert time.time() - t0 < 10  # a subprocess start included; the check itself runs before any model loads

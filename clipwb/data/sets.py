@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..config import config_hash
 from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typographic, check_image_size, folder_source,
                        split_items, world_source)
@@ -116,3 +118,73 @@ def attack_arrays(source: str = "world", *, world=None, n_train: int | None = No
                                progress=progress)
     arrays = {n: TypographicDataset(b.out_dir, world=world).arrays(progress=progress) for n, b in builds.items()}
     return classes, arrays, builds
+
+
+EVAL_LAYOUTS = ("an image folder root/<class>/<image>.jpg|png (the ImageNet-100 / Food-101 layout), or a real "
+                "typographic set: root/labels.csv with header 'file,true,written' and the images under root")
+
+
+def eval_layout(path: str | Path, attack: str = "none") -> str:
+    """"labels.csv" (a real typographic set) or "image folder"; a clear error, at once, for anything else or for an
+    attack that does not apply."""
+    if attack not in ("none", "typographic", "note"):
+        raise ValueError(f"attack must be none, typographic or note, got {attack!r}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root}: no such folder; expected {EVAL_LAYOUTS}")
+    if (root / "labels.csv").is_file():
+        if attack != "typographic":
+            raise ValueError(f"{root} is a real typographic set (labels.csv): its images already carry the written "
+                             f"word, so only --attack typographic applies (got {attack!r})")
+        return "labels.csv"
+    if not any(p.is_dir() for p in root.iterdir()):
+        raise ValueError(f"--data {root} has neither labels.csv nor class folders: expected {EVAL_LAYOUTS}")
+    return "image folder"
+
+
+def eval_arrays(path: str | Path, attack: str = "none", *, size: int = 224, n: int | None = None, seed: int = 0,
+                classes_file: str | None = None, progress: bool = False) -> dict:
+    """The images of ``path`` to score zero-shot, as {"images", "true", "written" (attacks only), "classes",
+    "layout", "skipped_corrupt"}.
+
+    - a real typographic set (``path/labels.csv``, ``data.real``): its images as they are (they carry the attack);
+      only ``attack="typographic"`` applies;
+    - an image folder (``path/<class>/*``): ``n`` seeded images (None: all); ``attack="none"`` scores them clean,
+      ``"typographic"`` writes another class name on each (the reference recipe), ``"note"`` writes it on a paper
+      patch (the RTA-100 style), seeded per image.
+
+    A path in neither layout fails at once, naming both."""
+    from PIL import Image
+
+    from .builders import load_fitted
+    from .real import load_real_typographic
+    from .typographic import make_attack
+
+    root = Path(path).expanduser()
+    if eval_layout(root, attack) == "labels.csv":
+        rs = load_real_typographic(root)
+        arr = rs.arrays(size, progress)
+        return {"images": arr["typo"], "true": arr["true"], "written": arr["written"], "classes": rs.classes,
+                "layout": "labels.csv", "skipped_corrupt": arr["skipped_corrupt"]}
+    items, classes = folder_source(root, classes_file)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1 images (or None: all), got {n}")
+        pick = np.sort(np.random.default_rng([seed, 11]).permutation(len(items))[:n])
+        items = [items[i] for i in pick]
+    imgs, keep, skipped = load_fitted([it.source for it in items], size, progress, "loading images",
+                                      names=[it.image_id for it in items])
+    if not keep:
+        raise ValueError(f"none of the {len(items)} images under {root} could be read (e.g. {skipped[:2]})")
+    true = np.array([items[i].label for i in keep])
+    out = {"true": true, "classes": classes, "layout": "image folder", "skipped_corrupt": skipped}
+    if attack == "none":
+        return {**out, "images": np.stack(imgs)}
+    cfg = TypoRenderConfig(style="note" if attack == "note" else "plain")
+    attacked, written = [], []
+    for img, i in zip(imgs, keep):
+        a, rec = make_attack(Image.fromarray(img), int(items[i].label), classes, seed=seed, image_id=items[i].image_id,
+                             variant=0, cfg=cfg)
+        attacked.append(np.asarray(a))
+        written.append(rec["written_label"])
+    return {**out, "images": np.stack(attacked), "written": np.array(written)}
