@@ -133,7 +133,9 @@ def _train_po(args) -> int:
     if distributed:  # launched by torchrun: the backend follows the training device
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        from .parallel import distributed_backend
+
+        dist.init_process_group(distributed_backend(device))
     lm = load_model(args.model, device, cache=args.cache_dir)
     world = World(seed=args.seed) if args.data == "world" else None
     if world is not None:

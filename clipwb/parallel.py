@@ -62,3 +62,15 @@ def pmap(fn: Callable[[Any], Any], items: Iterable, workers: int | None = None, 
                              desc=desc))
     finally:
         _TASK = None
+
+
+def distributed_backend(device) -> str:
+    """The torch.distributed backend for a run that trains on ``device``: gloo on the CPU (whatever else the machine
+    has: a CUDA host training on the CPU must not get NCCL, which has no CPU tensors), and on CUDA NCCL for CUDA
+    tensors with gloo beside it for any CPU tensor a collective meets ("cpu:gloo,cuda:nccl")."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "cpu:gloo,cuda:nccl"
+    if device.type == "cpu":
+        return "gloo"
+    raise ValueError(f"no distributed backend for device {device}: train on cpu or cuda")

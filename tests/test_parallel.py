@@ -49,3 +49,17 @@ def test_a_gca_grid_gives_the_same_runs_with_one_or_two_workers(monkeypatch, tmp
         runs[w] = G.method_grid(base, data, ["ince", "gca-ince"], (0.0,), (0,), cache_dir=None, progress=False)
     key = lambda r: (r["config"]["method"], r["linear_probe_top1"], r["alignment"])  # noqa: E731
     assert [key(r) for r in runs["1"]] == [key(r) for r in runs["2"]]
+
+
+def test_the_distributed_backend_follows_the_training_device(monkeypatch):
+    import pytest
+    import torch
+
+    from clipwb.models.loading import check_device
+    from clipwb.parallel import distributed_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA host training on the CPU
+    assert distributed_backend(check_device("cpu")) == "gloo"
+    assert distributed_backend("cuda:1") == "cpu:gloo,cuda:nccl"
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        distributed_backend("meta")
