@@ -7,6 +7,9 @@ import pytest
 # Offline by construction: no test may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Module- and session-scoped fixtures run before the per-test cache dir below: they get a throwaway one too, so that
+# no test writes into the user's clipwb cache.
+os.environ["CLIPWB_CACHE"] = __import__("tempfile").mkdtemp(prefix="clipwb-test-cache-")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
