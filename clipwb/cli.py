@@ -50,11 +50,9 @@ def _eval(args) -> int:
     logits = zero_shot_logits(lm.model, lm.tokenizer, images, classes)
     out.update(n=int(len(images)), top1=top1(logits, true))
     if written is not None:
-        import numpy as np
+        from .evaluation.typographic import typo_scores
 
-        w = np.asarray(written)
-        has = w >= 0
-        out["attack_success"] = top1(logits[torch.as_tensor(has)], w[has]) if has.any() else float("nan")
+        out["attack_success"] = typo_scores(logits, true, written)["attack_success_rate"]
     out["seconds"] = round(time.time() - t0, 3)
     print(json.dumps(out))
     return 0

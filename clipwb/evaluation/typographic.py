@@ -8,7 +8,7 @@ from .classifier import ZeroShotClassifier, model_classifier
 from .zeroshot import OBJECT_TEMPLATES, top1, zero_shot_logits
 
 
-def _typo_scores(cosines, true, written) -> dict:
+def typo_scores(cosines, true, written) -> dict:
     """typo_top1 and attack_success_rate (over images whose written word is a class, ``written >= 0``) of the
     predictions ``cosines.argmax(-1)``."""
     true, written = np.asarray(true), np.asarray(written)
@@ -25,7 +25,7 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
     """Fractions in [0, 1]: ``typo_top1``, ``attack_success_rate`` (over images whose written word is a class,
     ``written >= 0``), given clean images ``clean_top1``, and given control images (a non-class word written
     exactly as the attack's class name) ``control_top1``; plus the counts ``n`` and ``n_attack``."""
-    out = {"n": int(len(true)), **_typo_scores(zero_shot_logits(model, tokenizer, typo, classes, templates), true,
+    out = {"n": int(len(true)), **typo_scores(zero_shot_logits(model, tokenizer, typo, classes, templates), true,
                                                 written)}
     if clean is not None:
         out["clean_top1"] = top1(zero_shot_logits(model, tokenizer, clean, classes, templates), true)
@@ -58,7 +58,7 @@ def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier
         if name not in sets:
             continue
         s = sets[name]
-        m = _typo_scores(clf.cosines(s["typo"]), s["true"], s["written"])
+        m = typo_scores(clf.cosines(s["typo"]), s["true"], s["written"])
         out[f"typo{sfx}_top1"] = m["typo_top1"]
         out[f"attack_success{sfx}"] = m["attack_success_rate"]
         if "control" in s:

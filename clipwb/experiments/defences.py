@@ -29,7 +29,7 @@ from ..evaluation.typographic import classifier_eval, recovery
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..training.po_trainer import po_config, set_trainable, train_po
-from .po import _reference_eval, _RunKeys, compare_methods
+from .po import _reference_eval, _RunKeys, compare_methods, method_config
 
 DEFENCES = ("zero_shot", "ce", "paint_ce", "paint_dpo", "defense_prefix", "projection", "head_ablation", "dpo", "ipo",
             "kto", "steering")
@@ -129,10 +129,10 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
         runs = compare_methods(lm, classes, sets, sorted(set(po_methods) | set(paint)), profile, overrides,
                                per_method, progress=progress, cache=cache)
         for m in po_methods:
-            cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
+            cfg = method_config(profile, m, overrides, per_method)
             done(m, runs.results[m]["raw"], _count(lm.model, cfg.train), runs.train_seconds[m], weights="raw")
         for m in paint:
-            cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
+            cfg = method_config(profile, m, overrides, per_method)
 
             def run_paint(cfg=cfg, m=m):
                 ft = fine_tuned(lm, classes, sets, cfg, keys, progress, cache)

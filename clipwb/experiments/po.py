@@ -47,6 +47,12 @@ def typo_probe(lm, sets: dict, seed: int = 0, cache: bool = True) -> dict:
                        lambda: linear_probe_typo(lm.model, sets, seed=seed), enabled=cache)
 
 
+def method_config(profile: str, method: str, overrides: dict | None = None, per_method: dict | None = None):
+    """``po_config(profile, **overrides, method=method, **per_method[method])``: one method's settings in a
+    side-by-side comparison."""
+    return po_config(profile, **{**(overrides or {}), "method": method, **(per_method or {}).get(method, {})})
+
+
 def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded", overrides: dict | None = None,
                     per_method: dict | None = None, out_root: str | Path | None = None,
                     progress: bool = True, cache: bool = True) -> MethodRuns:
@@ -61,7 +67,7 @@ def compare_methods(lm, classes, sets: dict, methods, profile: str = "embedded",
     keys = _RunKeys(lm, classes, sets)
     runs = MethodRuns(reference=_reference_eval(lm, classes, sets, templates, keys, cache))
     for m in methods:
-        cfg = po_config(profile, **{**overrides, "method": m, **(per_method or {}).get(m, {})})
+        cfg = method_config(profile, m, overrides, per_method)
 
         def run(cfg=cfg, m=m):
             res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg,
