@@ -23,11 +23,13 @@ def run_dir(cache: str | Path | None = None) -> Path:
 
 def fingerprint(*objs) -> str:
     """SHA-1 of the content of models (state dicts), tensors, arrays and nested dicts / lists of them, in a fixed
-    order; other values by their repr."""
+    order; arrays on disk by the content digest they carry (``fingerprint_token()``); other values by their repr."""
     h = hashlib.sha1()
 
     def feed(o):
-        if isinstance(o, torch.nn.Module):
+        if hasattr(o, "fingerprint_token"):  # data on disk (clipwb.data.store.DiskArray): its content digest
+            h.update(f"F{o.fingerprint_token()}".encode())
+        elif isinstance(o, torch.nn.Module):
             feed(o.state_dict())
         elif isinstance(o, torch.Tensor):
             t = o.detach().cpu().contiguous()

@@ -136,14 +136,15 @@ def _train_po(args) -> int:
         dist.init_process_group(distributed_backend(device))
     lm = load_model(args.model, device, cache=args.cache_dir)
     world = World(seed=args.seed) if args.data == "world" else None
-    if world is not None:
+    storage = args.storage if args.storage != "auto" else ("memory" if world is not None else "disk")
+    if world is not None and storage == "memory":
         _check_count("--n-train", args.n_train * (1 + args.k), bytes_each=3 * world.config.image_size ** 2)
     size = None if world else args.image_size
     classes, data, _ = attack_arrays(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
                                      cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size,
                                                           word_frac=args.heldout_word_frac),
                                      root=cache_dir(args.cache_dir) / "datasets", classes_file=args.classes_file,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, storage=storage)
     res = train_po(lm.model, lm.tokenizer, classes, data["train"], cfg, out_dir=args.out, resume=args.resume,
                    progress=not args.no_progress, model_name=lm.name)
     rank = torch.distributed.get_rank() if distributed else 0
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
     po.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
     po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    po.add_argument("--storage", default="auto", choices=["auto", "memory", "disk"],
+                    help="images in RAM, or written once to disk beside the build and read a batch at a time "
+                         "(memory bounded by a batch; auto: disk for image folders, memory for the world)")
     _add_common(po)
     po.set_defaults(func=_train_po)
 

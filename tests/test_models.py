@@ -1,3 +1,4 @@
+import os
 import json
 import time
 
@@ -9,7 +10,7 @@ import torch
 from clipwb.models.inputs import images_to_tensor
 from clipwb.models import (ModelSpecError, WeightsNotCachedError, load_model, parse_spec, save_model,
                            save_state_dict, tiny_weights_path)
-from clipwb.models.loading import WEIGHTS_DIR
+from clipwb.models.loading import WEIGHTS_DIR, tiny_model_config
 from clipwb.training.pretrain import pretrain_config
 from clipwb.world import World
 
@@ -151,3 +152,64 @@ def test_loading_never_trains_and_ensure_tiny_weights_trains_once(tmp_path, monk
     # second call: finds them, does not retrain
     monkeypatch.setattr(pt, "pretrain", lambda *a, **k: pytest.fail("retrained although cached"))
     assert pt.ensure_tiny_weights(cfg, cache) == path
+
+
+def test_fine_tuned_models_are_written_in_the_hf_hub_layout_and_load_back_through_the_hub(tiny, tmp_path):
+    """train_po's raw/ and avg/ folders are open_clip's Hugging Face hub layout: open_clip loads them from the
+    folder (local-dir:) and, placed in a Hugging Face cache as a hub repository would be downloaded, by
+    'hf-hub:<user>/<repo>' offline, with outputs equal to the trained model's."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays
+    from clipwb.training.po_trainer import POConfig, train_po
+
+    classes, data, _ = attack_arrays("world", world=World(), n_train=16, n_test=8, cfg=AttackSetsConfig(k=1),
+                                     root=tmp_path / "sets", progress=False)
+    cfg = POConfig(method="kto", lr=1e-3, batch_size=8, epochs=1, device="cpu", precision="fp32")
+    res = train_po(tiny.model, tiny.tokenizer, classes, data["train"], cfg, out_dir=tmp_path / "run", progress=False,
+                   model_name=tiny.name)
+    folder = tmp_path / "run" / "avg"
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+    conf = json.loads((folder / "open_clip_config.json").read_text())
+    assert conf["model_cfg"] == tiny_model_config()
+    assert {"size", "mean", "std"} <= set(conf["preprocess_cfg"])
+    card = (folder / "README.md").read_text()
+    assert "library_name: open_clip" in card and "kto" in card
+    x = images_to_tensor(World().generate(3, "test").images, tiny.model)
+    prompts = ["a photo of a star.", "a photo of a moon."]
+    m, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    m.eval()
+    trained = res.avg_model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in m.state_dict().items()) and m.state_dict().keys() == trained.keys()
+    assert torch.equal(tok(prompts), tiny.tokenizer(prompts))
+    with torch.no_grad():
+        ref_i, ref_t = m.encode_image(x), m.encode_text(tok(prompts))
+        # the trained object itself runs frozen parameters (requires_grad=False), which takes torch's fused attention
+        # path for the text tower: equal to float rounding, not bit for bit
+        assert torch.allclose(res.avg_model.encode_image(x), ref_i, atol=1e-5)
+        assert torch.allclose(res.avg_model.encode_text(tok(prompts)), ref_t, atol=1e-5)
+    # as the hub would have it: <cache>/models--clipwb--tiny-kto/snapshots/<commit>/ + refs/main
+    repo = tmp_path / "hf" / "hub" / "models--clipwb--tiny-kto"
+    shutil.copytree(folder, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    torch.save({"x": x, "tokens": tok(prompts)}, tmp_path / "inputs.pt")
+    code = ("import sys, torch, open_clip\n"
+            "m, _, _ = open_clip.create_model_and_transforms('hf-hub:clipwb/tiny-kto')\n"
+            "tok = open_clip.get_tokenizer('hf-hub:clipwb/tiny-kto')\n"
+            "d = torch.load(sys.argv[1], weights_only=True)\n"
+            "m.eval()\n"
+            "with torch.no_grad():\n"
+            "    torch.save({'i': m.encode_image(d['x']), 't': m.encode_text(tok(['a photo of a star.', "
+            "'a photo of a moon.']))}, sys.argv[2])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert torch.equal(out["i"], ref_i) and torch.equal(out["t"], ref_t)

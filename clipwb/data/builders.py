@@ -413,6 +413,51 @@ class TypographicDataset:
                                control=np.stack(control) if has_control else None,
                                source=[r["source"] for r in self.rows])
 
+    def stored(self, root: str | Path | None = None, progress: bool = False) -> PreferencePairs:
+        """The set as ``PreferencePairs`` whose images are ``data.store.DiskArray`` files under ``root`` (default
+        ``<build>/arrays``): written once, one image in memory at a time, and reused by later calls; training and
+        evaluation then read a batch at a time, so memory does not grow with the set. Same content, bit for bit,
+        as ``arrays()``."""
+        from ..progress import tqdm
+        from .store import DiskArray, DiskArrayWriter
+
+        root = Path(root) if root is not None else self.out_dir / "arrays"
+        has_control = all(r.get("control_file") for r in self.rows)
+        names = ["clean", "typo"] + (["control"] if has_control else [])
+        done = root / "labels.json"
+        if done.is_file():
+            labels = json.loads(done.read_text())
+            if labels.get("rows") == len(self.rows):
+                return PreferencePairs(**{nm: DiskArray(root / nm) for nm in names},
+                                       true=np.array(labels["true"]), written=np.array(labels["written"]),
+                                       source=labels["source"])
+        writers = {nm: DiskArrayWriter(root / nm) for nm in names}
+        try:
+            last = (None, None)
+            for row in tqdm(self.rows, disable=not progress, desc="writing typographic set to disk"):
+                if row["source"] != last[0]:
+                    last = (row["source"], np.asarray(self.clean_image(row)))
+                writers["clean"].append(last[1][None])
+                writers["typo"].append(np.asarray(Image.open(self.out_dir / row["file"]).convert("RGB"))[None])
+                if has_control:
+                    writers["control"].append(
+                        np.asarray(Image.open(self.out_dir / row["control_file"]).convert("RGB"))[None])
+            shapes = {w.row_shape for w in writers.values()}
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        if len(shapes) > 1:
+            for w in writers.values():
+                w.abort()
+            raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to store them")
+        arrays = {nm: w.close() for nm, w in writers.items()}
+        labels = {"rows": len(self.rows), "true": [int(r["true_label"]) for r in self.rows],
+                  "written": [int(r["written_label"]) for r in self.rows], "source": [r["source"] for r in self.rows]}
+        atomic_write_text(done, json.dumps(labels))
+        return PreferencePairs(**arrays, true=np.array(labels["true"]), written=np.array(labels["written"]),
+                               source=labels["source"])
+
     @property
     def classes(self) -> list[str]:
         return json.loads((self.out_dir / "done.json").read_text())["classes"]

@@ -105,9 +105,14 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
 
 def attack_arrays(source: str = "world", *, world=None, n_train: int | None = None, n_test: int | None = None,
                   cfg: AttackSetsConfig | None = None, root: str | Path | None = None, classes_file: str | None = None,
-                  progress: bool = True) -> tuple[tuple[str, ...], dict[str, dict], dict[str, BuildResult]]:
+                  progress: bool = True, storage: str = "memory",
+                  ) -> tuple[tuple[str, ...], dict[str, dict], dict[str, BuildResult]]:
     """Build (or reuse) the standard sets and load them as arrays: ``(classes, {set: arrays}, {set: build})``.
-    ``root`` defaults to ``<clipwb cache>/datasets``."""
+    ``root`` defaults to ``<clipwb cache>/datasets``. ``storage="disk"`` gives the same sets with their images as
+    ``data.store.DiskArray`` files written once beside each build (memory bounded by a batch, not the set: the
+    choice for ImageNet-scale folders); ``"memory"`` stacks them in RAM."""
+    if storage not in ("memory", "disk"):
+        raise ValueError(f"storage must be 'memory' or 'disk', got {storage!r}")
     from ..fileio import cache_dir
     from .builders import TypographicDataset
 
@@ -116,7 +121,8 @@ def attack_arrays(source: str = "world", *, world=None, n_train: int | None = No
                                         classes_file=classes_file, seed=cfg.seed, progress=progress)
     builds = build_attack_sets(train, test, classes, Path(root or cache_dir() / "datasets"), cfg, world=world,
                                progress=progress)
-    arrays = {n: TypographicDataset(b.out_dir, world=world).arrays(progress=progress) for n, b in builds.items()}
+    load = (lambda ds: ds.stored(progress=progress)) if storage == "disk" else (lambda ds: ds.arrays(progress=progress))
+    arrays = {n: load(TypographicDataset(b.out_dir, world=world)) for n, b in builds.items()}
     return classes, arrays, builds
 
 

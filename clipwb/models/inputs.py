@@ -23,12 +23,18 @@ def preprocess_stats(model) -> tuple[tuple, tuple, int]:
 
 
 def images_to_tensor(images: np.ndarray, model) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> normalised float (n, 3, S, S) on the model's device.
+    """uint8 (n, H, W, 3) (a numpy array or a uint8 tensor) -> normalised float (n, 3, S, S) on the model's device.
 
     For square images this equals open_clip's eval preprocess (resize shortest side, centre crop, to tensor,
     normalise) up to the resampling filter; when H == S it is exact (a test checks it)."""
     mean, std, size = preprocess_stats(model)
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(model_device(model)).permute(0, 3, 1, 2).float() / 255.0
+    if isinstance(images, torch.Tensor):  # a uint8 batch from a DataLoader (maybe pinned): copied asynchronously
+        if images.dtype != torch.uint8:
+            raise ValueError(f"image tensors must be uint8 (n, H, W, 3), got {images.dtype}")
+        x = images.to(model_device(model), non_blocking=True)
+    else:
+        x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(model_device(model))
+    x = x.permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)

@@ -121,13 +121,21 @@ def save_state_dict(model: torch.nn.Module, path: str | Path, half: bool = False
 
 
 def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preprocess_cfg: dict | None = None,
-               model_cfg: dict | None = None) -> Path:
-    """Save in open_clip's local-dir format: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
+               model_cfg: dict | None = None, tokenizer=None, model_card: dict | None = None) -> Path:
+    """Save in the Hugging Face hub layout that open_clip writes (``open_clip.push_to_hf_hub``):
+    ``open_clip_config.json`` (model config + preprocess config: size, mean, std, interpolation, resize mode),
+    ``open_clip_model.safetensors``, a model card ``README.md`` (open_clip's ``generate_readme``; ``model_card``
+    adds a description and details) and, for a Hugging Face tokenizer, its files (``save_pretrained``; open_clip's
+    own BPE tokenizer is rebuilt from the config's text settings and needs none). Returns the weights path.
 
-    ``open_clip.create_model_and_transforms('local-dir:' + out_dir)`` and
-    ``create_model_and_transforms(name, pretrained=out_dir/'open_clip_model.safetensors')`` both load it.
+    ``open_clip.create_model_and_transforms('local-dir:' + out_dir)`` / ``get_tokenizer('local-dir:' + out_dir)``,
+    ``create_model_and_transforms(name, pretrained=out_dir/'open_clip_model.safetensors')`` and, once the folder
+    is uploaded (``huggingface-cli upload <user>/<repo> out_dir``), ``'hf-hub:<user>/<repo>'`` load it.
     ``model_cfg``: the architecture's open_clip config where ``name`` is not a registered one (a custom model).
+    The legacy pickled ``open_clip_pytorch_model.bin`` is not written (safetensors only).
     """
+    import importlib
+
     import open_clip
 
     register_configs()
@@ -136,9 +144,19 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preproces
     model_cfg = model_cfg or open_clip.get_model_config(name)
     if model_cfg is None:
         raise ModelSpecError(f"unknown open_clip model name {name!r}; pass its model_cfg for a custom model")
-    pp = preprocess_cfg or dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    pp.update(preprocess_cfg or {})
+    for key, attr in (("mean", "image_mean"), ("std", "image_std")):  # as open_clip's save_config_for_hf
+        if key not in pp and getattr(model.visual, attr, None) is not None:
+            pp[key] = list(getattr(model.visual, attr))
     cfg = {"model_cfg": model_cfg, "preprocess_cfg": pp, "clipwb": {"model_name": name}}
     weights = save_state_dict(model, out_dir / "open_clip_model.safetensors")
+    if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(out_dir)
+    card = {"description": f"{name}, saved by clipwb in open_clip's Hugging Face hub layout.",
+            "tags": ("clip", "clipwb"), **(model_card or {})}
+    hub = importlib.import_module("open_clip.push_to_hf_hub")  # the package re-exports a function of that name
+    atomic_write_text(out_dir / "README.md", hub.generate_readme(dict(card), name))
     atomic_write_text(out_dir / "open_clip_config.json", json.dumps(cfg, indent=2, default=list))
     return weights
 

@@ -77,6 +77,9 @@ class POConfig:
     bma_alpha: float = 0.7  # Beta(a, a) weights of the model average
     templates: tuple[str, ...] = OBJECT_TEMPLATES
     checkpoint_every: int = 0  # steps; 0: no checkpoints
+    # DataLoader worker processes that read and stack the next batches while the device trains (0: in the training
+    # process); batches are the same either way, and pinned when training on CUDA
+    num_workers: int = 0
     device: str | None = None  # None: cuda if available, else cpu
     # "auto": bf16 autocast + channels-last where measured faster (CUDA; CPUs with native bf16), else fp32;
     # "bf16" / "fp32" force it (clipwb.precision)
@@ -97,7 +100,7 @@ class POConfig:
         if self.beta is not None and not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta} (a negative beta trains toward the written word; "
                              f"IPO's target margin is 1/(2 beta))")
-        for name in ("lam", "weight_decay", "warmup", "checkpoint_every"):
+        for name in ("lam", "weight_decay", "warmup", "checkpoint_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.bma_alpha > 0:
@@ -370,6 +373,37 @@ def _batch_indices(step: int, steps_per_epoch: int, n: int, cfg: POConfig, rank:
     return epoch, idx[rank::world_size]
 
 
+class _StepImages(torch.utils.data.Dataset):
+    """Item j = this process's uint8 images of optimiser step ``steps[j]`` (attacked, then clean when the loss needs
+    them), read from ``data`` (arrays in memory or ``data.store.DiskArray``): a DataLoader over it prefetches
+    batches in worker processes; the content is a function of the step only, so workers change no result."""
+
+    def __init__(self, data, steps: range, steps_per_epoch: int, n: int, cfg: POConfig, rank: int, world_size: int,
+                 need_clean: bool):
+        self.data, self.steps, self.spe, self.n = data, steps, steps_per_epoch, n
+        self.cfg, self.rank, self.world_size, self.need_clean = cfg, rank, world_size, need_clean
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        _, idx = _batch_indices(self.steps[j], self.spe, self.n, self.cfg, self.rank, self.world_size)
+        idx = idx.numpy()
+        typo = self.data["typo"][idx]
+        imgs = np.concatenate([typo, self.data["clean"][idx]]) if self.need_clean else typo
+        return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.uint8))
+
+
+def _step_images(data, steps: range, steps_per_epoch: int, n: int, cfg: POConfig, setup: "_Setup",
+                 need_clean: bool):
+    """Iterator over the steps' uint8 image batches (``_StepImages`` through a DataLoader)."""
+    ds = _StepImages(data, steps, steps_per_epoch, n, cfg, setup.rank, setup.world_size, need_clean)
+    return iter(torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
+                                            pin_memory=setup.device.type == "cuda",
+                                            prefetch_factor=2 if cfg.num_workers else None,
+                                            persistent_workers=False))
+
+
 class _Trainable:
     """Everything the training mode changes: which parameters train, what one step feeds the policy (images
     through the tower, or the frozen tower's cached features for ``linear_head``) and how the final raw and
@@ -389,14 +423,13 @@ class _Trainable:
         self.names = [nm for nm, p in self.policy.named_parameters() if p.requires_grad]
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
 
-    def inputs(self, data: dict, idx: torch.Tensor, idx_np: np.ndarray) -> torch.Tensor:
-        """The step's input: attacked images, then their clean counterparts (for the KL term)."""
+    def inputs(self, idx: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        """The step's input: attacked images, then their clean counterparts (for the KL term); ``images`` is the
+        step's uint8 batch (``_StepImages``), None for the head, which reads its cached features."""
         if self.head:
             return torch.cat([self.cached_typo[idx], self.cached_clean[idx]]) if self.need_clean else \
                 self.cached_typo[idx]
-        imgs = np.concatenate([data["typo"][idx_np], data["clean"][idx_np]]) if self.need_clean else \
-            data["typo"][idx_np]
-        x = images_to_tensor(imgs, self.model)
+        x = images_to_tensor(images, self.model)
         return x.contiguous(memory_format=torch.channels_last) if self.prec.channels_last else x
 
     @torch.no_grad()
@@ -474,7 +507,7 @@ def _frozen_copies(model: nn.Module, setup: _Setup) -> tuple[nn.Module, nn.Modul
 
 
 def _save_outputs(out_dir: Path, log, cfg: POConfig, run_id: dict, setup: _Setup, total: int, train_seconds: float,
-                  models: tuple[nn.Module, nn.Module] | None, model_name: str) -> None:
+                  models: tuple[nn.Module, nn.Module] | None, model_name: str, tokenizer=None) -> None:
     _write_log(out_dir, log)
     atomic_write_text(out_dir / "run.json", json.dumps(
         {"config": dataclasses.asdict(cfg), "run": run_id, "precision": setup.prec.to_dict(), "steps": total,
@@ -482,8 +515,12 @@ def _save_outputs(out_dir: Path, log, cfg: POConfig, run_id: dict, setup: _Setup
     if models is not None:
         from ..models.loading import save_model
 
-        save_model(models[0], out_dir / "raw", model_name)
-        save_model(models[1], out_dir / "avg", model_name)
+        for sub, m, what in (("raw", models[0], "final weights"), ("avg", models[1], "Beta-weighted model average")):
+            card = {"description": f"{model_name} fine-tuned against typographic attacks by clipwb ({cfg.method.upper()}, "
+                                   f"{what}).",
+                    "details": {"Method": cfg.method, "Trained": cfg.train, "Steps": total, "Seed": cfg.seed,
+                                "Learning rate": cfg.lr, "Pairs per step": cfg.batch_size}}
+            save_model(m, out_dir / sub, model_name, tokenizer=tokenizer, model_card=card)
 
 
 def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | None = None,
@@ -539,14 +576,16 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     start, log = checkpoints.restore() if resume else (0, [])
 
     bar = tqdm(total=total, initial=start, disable=not progress or rank != 0, desc=f"{cfg.method} ({cfg.train})")
+    batches = None if tr.head else _step_images(data, range(start, total), steps_per_epoch, n, cfg, setup,
+                                                need_clean)
     for step in range(start, total):
         epoch, idx = _batch_indices(step, steps_per_epoch, n, cfg, rank, world_size)
-        idx_np = idx.numpy()
+        images = None if batches is None else next(batches)
         idx = idx.to(device)
         lr = lr_at(step, total, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = tr.inputs(data, idx, idx_np)
+        x = tr.inputs(idx, images)
         with setup.prec.autocast_ctx(device):
             img, txt = net(x, tokens if cfg.train == "all" else None)
         txt = template_mean(txt, len(classes)) if txt is not None else fixed_txt
@@ -580,13 +619,13 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     raw, avg = tr.final_models(bma)
     if out_dir is not None and rank == 0:
         _save_outputs(out_dir, log, cfg, run_id, setup, total, train_seconds, (raw, avg) if save else None,
-                      model_name)
+                      model_name, tokenizer)
     return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, setup.prec.to_dict())
 
 
 # -- run identity, checkpoints, output folders -------------------------------------------------------------------
 # POConfig fields that do not change the weights (a resume may change them)
-_NOT_IDENTITY = ("checkpoint_every", "device", "precision")
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers")
 
 
 def data_fingerprint(data: dict) -> str:
@@ -595,6 +634,9 @@ def data_fingerprint(data: dict) -> str:
 
     h = hashlib.blake2b(digest_size=8)
     for key in ("typo", "clean", "true", "written"):
+        if hasattr(data[key], "fingerprint_token"):  # on disk (data.store.DiskArray): its content digest
+            h.update(f"{key}{data[key].fingerprint_token()}".encode())
+            continue
         a = np.ascontiguousarray(np.asarray(data[key]))
         h.update(f"{key}{a.shape}{a.dtype}".encode())
         h.update(a.data)
