@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -114,6 +115,10 @@ def _train_po(args) -> int:
     cfg = po_config(args.profile, method=args.method)
     if args.config:
         cfg = load_yaml(cfg, args.config)
+    if args.report_to:
+        cfg = dataclasses.replace(cfg, report_to=tuple(args.report_to))
+    if cfg.report_to and args.out is None:
+        raise ValueError(f"--report-to {' '.join(cfg.report_to)} needs --out (events go to OUT/tensorboard)")
     device = check_device(cfg.device)
     if args.out is not None:
         out = Path(args.out)
@@ -276,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
     po.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
     po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    po.add_argument("--report-to", nargs="*", default=None, choices=["tensorboard"],
+                    help="also log every step's scalars to these trackers (TensorBoard events in OUT/tensorboard; "
+                         "needs pip install tensorboard)")
     po.add_argument("--storage", default="auto", choices=["auto", "memory", "disk"],
                     help="images in RAM, or written once to disk beside the build and read a batch at a time "
                          "(memory bounded by a batch; auto: disk for image folders, memory for the world)")

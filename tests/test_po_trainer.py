@@ -247,3 +247,25 @@ def test_linear_probe_diagnostic_reads_the_class_from_clean_features(tiny, small
     assert clean["probe_typo_top1"] == clean["probe_clean_top1"] >= 0.3  # 5x chance from 32 training images
     # the world's words sit beside the object, so its class stays readable from attacked features as well
     assert attacked["probe_typo_top1"] >= 0.3 and 0 <= attacked["probe_clean_top1"] <= 1
+
+
+def test_step_scalars_also_go_to_tensorboard_when_asked(tiny, small, tmp_path):
+    pytest.importorskip("tensorboard", reason="optional dependency: pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    classes, data = small
+    with pytest.raises(ValueError, match="known trackers"):
+        _cfg(report_to=("wandb",))
+    with pytest.raises(ValueError, match="needs out_dir"):
+        train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(report_to=("tensorboard",)), progress=False)
+    res = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(report_to=["tensorboard"]),
+                   out_dir=tmp_path / "run", progress=False, save=False)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/pref_acc", "train/kl"} <= set(acc.Tags()["scalars"])
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in res.log]
+    np.testing.assert_allclose([e.value for e in loss], [r["loss"] for r in res.log], rtol=1e-6)
+    # the tracker changes no number: same weights as a run without it
+    plain = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(res.model.state_dict().values(), plain.model.state_dict().values()))

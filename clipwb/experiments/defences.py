@@ -28,7 +28,7 @@ from ..evaluation.classifier import ZeroShotClassifier, model_classifier
 from ..evaluation.typographic import classifier_eval, recovery
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
-from ..training.po_trainer import po_config, set_trainable, train_po
+from ..training.po_trainer import po_config, result_key, set_trainable, train_po
 from .po import _reference_eval, _RunKeys, compare_methods, method_config
 
 DEFENCES = ("zero_shot", "ce", "paint_ce", "paint_dpo", "defense_prefix", "projection", "head_ablation", "dpo", "ipo",
@@ -146,7 +146,7 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
                 pick = select_strength([{"alpha": r["alpha"], **r["train"]} for r in rows], floor)
                 return {"rows": rows, "alpha": pick["alpha"], "seconds": time.time() - t0}
 
-            res = cached(f"paint-{m}", [dataclasses.asdict(cfg), list(alphas), select_n, seed, clean_tolerance],
+            res = cached(f"paint-{m}", [result_key(cfg), list(alphas), select_n, seed, clean_tolerance],
                          run_paint)
             row = next(r for r in res["rows"] if r["alpha"] == res["alpha"])
             done(f"paint_{m}", {k: v for k, v in row.items() if k not in ("alpha", "train")},

@@ -3,12 +3,11 @@ CLI). Each run trains a copy of the model with ``train_po`` and evaluates raw an
 ``evaluation.typographic.po_eval`` on the held-out sets."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..evaluation.typographic import linear_probe_typo, po_eval, recovery
-from ..training.po_trainer import po_config, train_po
+from ..training.po_trainer import po_config, result_key, train_po
 from ..cache import cached_json, cached_tensors, fingerprint
 
 
@@ -29,7 +28,7 @@ class _RunKeys:
         self.base = [fingerprint(lm.model), list(classes), fingerprint(sets)]
 
     def run(self, cfg) -> list:
-        return [dataclasses.asdict(cfg), *self.base]
+        return [result_key(cfg), *self.base]
 
     def reference(self, templates) -> list:
         return [list(templates), *self.base]

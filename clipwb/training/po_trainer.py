@@ -50,6 +50,7 @@ from ..fileio import atomic_write, atomic_write_text, check_writable_dir, clean_
 from ..losses.po import DEFAULT_BETA, KTO_Z0, METHODS, po_loss, policy_logprobs
 from ..precision import Precision, check_precision, resolve_precision
 from .schedule import warmup_cosine
+from .tracking import StepTrackers, check_report_to
 
 TRAIN_MODES = ("image", "all", "last_k", "linear_head")
 
@@ -80,6 +81,7 @@ class POConfig:
     # DataLoader worker processes that read and stack the next batches while the device trains (0: in the training
     # process); batches are the same either way, and pinned when training on CUDA
     num_workers: int = 0
+    report_to: tuple[str, ...] = ()  # ("tensorboard",): step scalars also as TensorBoard events in out_dir/tensorboard
     device: str | None = None  # None: cuda if available, else cpu
     # "auto": bf16 autocast + channels-last where measured faster (CUDA; CPUs with native bf16), else fp32;
     # "bf16" / "fp32" force it (clipwb.precision)
@@ -109,6 +111,7 @@ class POConfig:
             raise ValueError(f"templates must be a non-empty list of prompts with a '{{}}' for the class name, e.g. "
                              f"['a photo of a {{}}.'], got {list(self.templates)!r}")
         check_precision(self.precision)
+        object.__setattr__(self, "report_to", check_report_to(self.report_to))
         if self.kto_z0 not in KTO_Z0:
             raise ValueError(f"kto_z0 must be one of {list(KTO_Z0)}, got {self.kto_z0!r}")
 
@@ -546,6 +549,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt = _checkpoint_path(out_dir, resume, cfg, rank)
     run_id = run_identity(cfg, data)
+    trackers = StepTrackers(cfg.report_to, out_dir, enabled=rank == 0)
 
     torch.manual_seed(cfg.seed)
     ref, policy_model = _frozen_copies(model, setup)
@@ -607,6 +611,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
             stats = dict(zip(sorted(stats), vec.tolist()))
         row = {"step": step + 1, "epoch": epoch, "lr": lr, **stats, "seconds": time.time() - t0}
         log.append(row)
+        trackers.log(step + 1, row)
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{stats['pref_acc']:.2f}")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
@@ -614,6 +619,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         if on_step is not None:
             on_step(step + 1, row)
     bar.close()
+    trackers.close()
     train_seconds = time.time() - t0
 
     raw, avg = tr.final_models(bma)
@@ -625,7 +631,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
 
 # -- run identity, checkpoints, output folders -------------------------------------------------------------------
 # POConfig fields that do not change the weights (a resume may change them)
-_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers")
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to")
 
 
 def data_fingerprint(data: dict) -> str:
@@ -641,6 +647,16 @@ def data_fingerprint(data: dict) -> str:
         h.update(f"{key}{a.shape}{a.dtype}".encode())
         h.update(a.data)
     return h.hexdigest()
+
+
+# POConfig fields that change how a run is carried out, never a number it produces: left out of result cache keys
+RESULT_NEUTRAL = ("num_workers", "report_to")
+
+
+def result_key(cfg: POConfig) -> dict:
+    """The config as a result cache key: every field that can change a number (``RESULT_NEUTRAL`` left out, so
+    that caches written before those options existed stay valid)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESULT_NEUTRAL}
 
 
 def run_identity(cfg: POConfig, data: dict) -> dict:
