@@ -81,6 +81,9 @@ class POConfig:
     # DataLoader worker processes that read and stack the next batches while the device trains (0: in the training
     # process); batches are the same either way, and pinned when training on CUDA
     num_workers: int = 0
+    # torch.compile of the policy step: "auto" = on for CUDA (the H100 floor measured 11 088 img/s compiled against
+    # 7 190 eager for ViT-B/32), off on CPU (compile time is not repaid by the tiny model's short runs); "on" / "off"
+    compile: str = "auto"
     report_to: tuple[str, ...] = ()  # ("tensorboard",): step scalars also as TensorBoard events in out_dir/tensorboard
     device: str | None = None  # None: cuda if available, else cpu
     # "auto": bf16 autocast + channels-last where measured faster (CUDA; CPUs with native bf16), else fp32;
@@ -111,6 +114,8 @@ class POConfig:
             raise ValueError(f"templates must be a non-empty list of prompts with a '{{}}' for the class name, e.g. "
                              f"['a photo of a {{}}.'], got {list(self.templates)!r}")
         check_precision(self.precision)
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         object.__setattr__(self, "report_to", check_report_to(self.report_to))
         if self.kto_z0 not in KTO_Z0:
             raise ValueError(f"kto_z0 must be one of {list(KTO_Z0)}, got {self.kto_z0!r}")
@@ -284,6 +289,7 @@ class POResult:
     config: POConfig
     out_dir: Path | None = None
     precision: dict | None = None  # clipwb.precision.Precision.to_dict() of the run
+    compiled: bool = False  # the step ran under torch.compile
 
 
 def _fingerprint(model: nn.Module) -> list:
@@ -327,13 +333,15 @@ class _Setup:
     device: torch.device
     prec: Precision
     distributed: bool
+    compiled: bool = False
 
     @classmethod
     def resolve(cls, cfg: POConfig) -> "_Setup":
         dist = _dist()
         device = resolve_device(cfg.device)
+        compiled = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
         return cls(dist.get_rank() if dist else 0, dist.get_world_size() if dist else 1, device,
-                   resolve_precision(cfg.precision, device), dist is not None)
+                   resolve_precision(cfg.precision, device), dist is not None, compiled)
 
 
 def _steps_per_epoch(data: dict, cfg: POConfig, world_size: int) -> int:
@@ -513,7 +521,8 @@ def _save_outputs(out_dir: Path, log, cfg: POConfig, run_id: dict, setup: _Setup
                   models: tuple[nn.Module, nn.Module] | None, model_name: str, tokenizer=None) -> None:
     _write_log(out_dir, log)
     atomic_write_text(out_dir / "run.json", json.dumps(
-        {"config": dataclasses.asdict(cfg), "run": run_id, "precision": setup.prec.to_dict(), "steps": total,
+        {"config": dataclasses.asdict(cfg), "run": run_id, "precision": setup.prec.to_dict(),
+         "compiled": setup.compiled, "steps": total,
          "train_seconds": train_seconds}, indent=1, default=str))
     if models is not None:
         from ..models.loading import save_model
@@ -574,6 +583,8 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(tr.policy, device_ids=[device.index] if device.type == "cuda" else None)
+    if setup.compiled:
+        net = torch.compile(net)
     opt = torch.optim.Adamax(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     bma = BMA(names, params, total, cfg.bma_alpha)
     checkpoints = _Checkpoints(ckpt, out_dir, cfg, run_id, setup, total, fingerprint, names, params, opt, bma)
@@ -626,12 +637,12 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     if out_dir is not None and rank == 0:
         _save_outputs(out_dir, log, cfg, run_id, setup, total, train_seconds, (raw, avg) if save else None,
                       model_name, tokenizer)
-    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, setup.prec.to_dict())
+    return POResult(raw, avg, log, train_seconds, total, cfg, out_dir, setup.prec.to_dict(), setup.compiled)
 
 
 # -- run identity, checkpoints, output folders -------------------------------------------------------------------
 # POConfig fields that do not change the weights (a resume may change them)
-_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to")
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to", "compile")
 
 
 def data_fingerprint(data: dict) -> str:
@@ -656,7 +667,10 @@ RESULT_NEUTRAL = ("num_workers", "report_to")
 def result_key(cfg: POConfig) -> dict:
     """The config as a result cache key: every field that can change a number (``RESULT_NEUTRAL`` left out, so
     that caches written before those options existed stay valid)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESULT_NEUTRAL}
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESULT_NEUTRAL}
+    if d["compile"] == "auto":  # resolved per device, and the cache is per machine: as before the option existed
+        del d["compile"]
+    return d
 
 
 def run_identity(cfg: POConfig, data: dict) -> dict:
