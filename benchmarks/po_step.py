@@ -7,7 +7,12 @@ and inputs (issue 4), and check that the PO losses agree with the reference patt
   re-encode the images and all prompts every step;
 - openclip_contrastive: one open_clip_train-style step (both towers, open_clip's ClipLoss, AdamW) on the same
   images with their class prompts as captions;
-- floor: a bare forward and backward of the image tower over the same images with a trivial loss.
+- floor: a bare forward and backward of the image tower over the same images with a trivial loss;
+- floor_compiled: the same under ``torch.compile`` (``--compile-floor``; on by default on CUDA).
+
+The FLOPs of one image's forward and backward through the image tower are counted by torch's ``FlopCounterMode``
+(not a constant); achieved TFLOP/s = img/s x that count, and MFU = achieved / the device's peak at the step's
+precision (``PEAK_TFLOPS`` by GPU name, or ``--peak-tflops``; none is assumed for CPUs).
 
 Every pattern pushes the same 2B images (B typographic + B clean) through the image tower per step; img_per_s is
 2B / step time. Prints the ratios and writes benchmarks/results/po_step.json.
@@ -114,20 +119,55 @@ def openclip_contrastive(lm, classes, data, cfg, batches, device, amp):
     return times
 
 
-def floor(lm, classes, data, cfg, batches, device, amp):
+def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
     m = copy.deepcopy(lm.model).to(device).eval()
+    tower = torch.compile(m.visual) if compiled else m.visual
     times = []
     for idx in batches:
         _sync(device)
         t = time.perf_counter()
         x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = m.visual(x).float().sum()
+            loss = tower(x).float().sum()
         m.zero_grad(set_to_none=True)
         loss.backward()
         _sync(device)
         times.append(time.perf_counter() - t)
     return times
+
+
+def floor_compiled(lm, classes, data, cfg, batches, device, amp):
+    return floor(lm, classes, data, cfg, batches, device, amp, compiled=True)
+
+
+# dense peak TFLOP/s by GPU name fragment and precision (vendor data sheets, SXM parts; fp32 = TF32 tensor cores off)
+PEAK_TFLOPS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0},
+               "A100": {"bf16": 312.0, "fp32": 19.5}, "L40S": {"bf16": 362.0, "fp32": 91.6}}
+
+
+def peak_tflops(device, precision: str, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v[precision] for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def flops_per_image(lm, device, amp) -> float:
+    """FLOPs of one image's forward + backward through the image tower, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from clipwb.models.inputs import preprocess_stats
+
+    m = copy.deepcopy(lm.model).to(device).eval()
+    size = preprocess_stats(m)[2]
+    x = torch.randn(4, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as fc:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            y = m.visual(x).float().sum()
+        y.backward()
+    return fc.get_total_flops() / len(x)
 
 
 def ours(lm, classes, data, cfg, n_steps):
@@ -174,6 +214,12 @@ def main():
     ap.add_argument("--method", default="dpo")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: clipwb.precision's per-machine choice (bf16 on CUDA and CPUs with native bf16)")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                    help="POConfig.compile of our step (auto: on for CUDA, off on CPU)")
+    ap.add_argument("--compile-floor", choices=["auto", "on", "off"], default="auto",
+                    help="also time the compiled floor (auto: on CUDA only; on CPU compiling takes minutes)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's peak TFLOP/s at this precision, for MFU (default: PEAK_TFLOPS by GPU name)")
     ap.add_argument("--out", default=None, help="default: results/po_step_<device>_<precision>.json")
     args = ap.parse_args()
     device = resolve_device(None)
@@ -186,15 +232,18 @@ def main():
     classes, sets, _ = attack_arrays("world", world=World(), n_train=max(64, args.batch * (args.steps + 1) // 2),
                                      n_test=16, cfg=AttackSetsConfig(k=2), progress=False)
     data = sets["train"]
-    cfg = POConfig(method=args.method, lr=1e-4, batch_size=args.batch, device=str(device), precision=prec.name)
+    cfg = POConfig(method=args.method, lr=1e-4, batch_size=args.batch, device=str(device), precision=prec.name,
+                   compile=args.compile)
+    compile_floor = args.compile_floor == "on" or (args.compile_floor == "auto" and device.type == "cuda")
     batches = _batches(data, args.batch, args.steps + 1)
-    timings = {"ours": [], "reference_pattern": [], "openclip_contrastive": [], "floor": []}
+    patterns = [("reference_pattern", reference_pattern), ("openclip_contrastive", openclip_contrastive),
+                ("floor", floor)] + ([("floor_compiled", floor_compiled)] if compile_floor else [])
+    timings = {"ours": [], **{name: [] for name, _ in patterns}}
     res = None
     for _ in range(args.rounds):  # interleaved rounds: each pattern sees the same machine state
         t, res = ours(lm, classes, data, cfg, args.steps + 1)
         timings["ours"] += t
-        for name, fn in (("reference_pattern", reference_pattern), ("openclip_contrastive", openclip_contrastive),
-                         ("floor", floor)):
+        for name, fn in patterns:
             timings[name] += fn(lm, classes, data, cfg, batches, device, amp)[1:]  # drop the warm-up step
     imgs = 2 * args.batch
     step_s = {k: statistics.median(v) for k, v in timings.items()}
@@ -202,16 +251,29 @@ def main():
     ratios = {"ours_vs_reference_pattern": ips["ours"] / ips["reference_pattern"],
               "ours_vs_openclip_contrastive": ips["ours"] / ips["openclip_contrastive"],
               "ours_vs_floor": ips["ours"] / ips["floor"]}
+    targets = {"ours_vs_reference_pattern": 1.3, "ours_vs_openclip_contrastive": 1.0, "ours_vs_floor": 0.9}
+    if "floor_compiled" in ips:
+        ratios["ours_vs_floor_compiled"] = ips["ours"] / ips["floor_compiled"]
+        targets["ours_vs_floor_compiled"] = 0.9
     agree = loss_agreement(lm, classes, data, cfg, res, device, amp)
-    out = {"img_per_s": ips, "step_seconds": step_s, "ratios": ratios,
-           "targets": {"ours_vs_reference_pattern": 1.3, "ours_vs_openclip_contrastive": 1.0, "ours_vs_floor": 0.9},
+    fpi = flops_per_image(lm, device, amp)
+    peak = peak_tflops(device, prec.name, args.peak_tflops)
+    tflops = {k: v * fpi / 1e12 for k, v in ips.items()}
+    mfu = {k: v / peak for k, v in tflops.items()} if peak else None
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
+    out = {"img_per_s": ips, "step_seconds": step_s, "ratios": ratios, "targets": targets,
+           "flops_per_image_fwd_bwd": fpi, "achieved_tflops": tflops, "peak_tflops": peak, "mfu": mfu,
+           "device_name": device_name, "compiled": {"ours": bool(res.compiled), "floor_compiled": compile_floor},
            "loss_agreement": agree, "max_loss_abs_diff": max(v["abs_diff"] for v in agree.values()),
            "model": args.model, "batch_pairs": args.batch, "images_per_step": imgs, "steps": args.steps,
            "rounds": args.rounds, "method": args.method, "bf16": amp, "device": str(device),
            "precision": prec.to_dict(), "cpu": cpu_info(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "machine": platform.machine()}
+    print(f"{device_name}: {fpi / 1e9:.3f} GFLOP per image forward+backward (FlopCounterMode), peak "
+          f"{peak if peak else 'unknown'} TFLOP/s")
     for k, v in ips.items():
-        print(f"{k:22s} {v:9.1f} img/s   ({step_s[k] * 1e3:.1f} ms/step)")
+        m = f", MFU {mfu[k] * 100:.1f} %" if mfu else ""
+        print(f"{k:22s} {v:9.1f} img/s   ({step_s[k] * 1e3:.1f} ms/step, {tflops[k]:.3f} TFLOP/s{m})")
     for k, v in ratios.items():
         print(f"{k:32s} {v:.2f}x  (target >= {out['targets'][k]})")
     print(f"max |loss(ours) - loss(reference pattern)| over dpo/ipo/kto/ce: {out['max_loss_abs_diff']:.2e}")
