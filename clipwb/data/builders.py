@@ -442,15 +442,12 @@ class TypographicDataset:
                 if has_control:
                     writers["control"].append(
                         np.asarray(Image.open(self.out_dir / row["control_file"]).convert("RGB"))[None])
-            shapes = {w.row_shape for w in writers.values()}
+            if len({w.row_shape for w in writers.values()}) > 1:
+                raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to store them")
         except BaseException:
             for w in writers.values():
                 w.abort()
             raise
-        if len(shapes) > 1:
-            for w in writers.values():
-                w.abort()
-            raise ValueError(f"{self.out_dir}: images differ in size; build with image_size=<side> to store them")
         arrays = {nm: w.close() for nm, w in writers.items()}
         labels = {"rows": len(self.rows), "true": [int(r["true_label"]) for r in self.rows],
                   "written": [int(r["written_label"]) for r in self.rows], "source": [r["source"] for r in self.rows]}

@@ -384,31 +384,35 @@ def _batch_indices(step: int, steps_per_epoch: int, n: int, cfg: POConfig, rank:
     return epoch, idx[rank::world_size]
 
 
-class _StepImages(torch.utils.data.Dataset):
-    """Item j = this process's uint8 images of optimiser step ``steps[j]`` (attacked, then clean when the loss needs
-    them), read from ``data`` (arrays in memory or ``data.store.DiskArray``): a DataLoader over it prefetches
-    batches in worker processes; the content is a function of the step only, so workers change no result."""
+class _StepBatches(torch.utils.data.Dataset):
+    """Item j = (epoch, this process's indices, its uint8 images) of optimiser step ``steps[j]``: attacked images,
+    then clean ones when the loss needs them, read from ``data`` (arrays in memory or ``data.store.DiskArray``);
+    images None where the step reads cached features (``linear_head``). A DataLoader over it prefetches batches in
+    worker processes; the content is a function of the step only, so workers change no result."""
 
     def __init__(self, data, steps: range, steps_per_epoch: int, n: int, cfg: POConfig, rank: int, world_size: int,
-                 need_clean: bool):
+                 need_clean: bool, need_images: bool):
         self.data, self.steps, self.spe, self.n = data, steps, steps_per_epoch, n
-        self.cfg, self.rank, self.world_size, self.need_clean = cfg, rank, world_size, need_clean
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.need_clean, self.need_images = need_clean, need_images
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, j: int) -> torch.Tensor:
-        _, idx = _batch_indices(self.steps[j], self.spe, self.n, self.cfg, self.rank, self.world_size)
-        idx = idx.numpy()
-        typo = self.data["typo"][idx]
-        imgs = np.concatenate([typo, self.data["clean"][idx]]) if self.need_clean else typo
-        return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.uint8))
+    def __getitem__(self, j: int):
+        epoch, idx = _batch_indices(self.steps[j], self.spe, self.n, self.cfg, self.rank, self.world_size)
+        if not self.need_images:
+            return epoch, idx, None
+        rows = idx.numpy()
+        typo = self.data["typo"][rows]
+        imgs = np.concatenate([typo, self.data["clean"][rows]]) if self.need_clean else typo
+        return epoch, idx, torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.uint8))
 
 
-def _step_images(data, steps: range, steps_per_epoch: int, n: int, cfg: POConfig, setup: "_Setup",
-                 need_clean: bool):
-    """Iterator over the steps' uint8 image batches (``_StepImages`` through a DataLoader)."""
-    ds = _StepImages(data, steps, steps_per_epoch, n, cfg, setup.rank, setup.world_size, need_clean)
+def _step_batches(data, steps: range, steps_per_epoch: int, n: int, cfg: POConfig, setup: "_Setup",
+                  need_clean: bool, need_images: bool):
+    """Iterator over the steps' (epoch, indices, images) (``_StepBatches`` through a DataLoader)."""
+    ds = _StepBatches(data, steps, steps_per_epoch, n, cfg, setup.rank, setup.world_size, need_clean, need_images)
     return iter(torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
                                             pin_memory=setup.device.type == "cuda",
                                             prefetch_factor=2 if cfg.num_workers else None,
@@ -436,7 +440,7 @@ class _Trainable:
 
     def inputs(self, idx: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """The step's input: attacked images, then their clean counterparts (for the KL term); ``images`` is the
-        step's uint8 batch (``_StepImages``), None for the head, which reads its cached features."""
+        step's uint8 batch (``_StepBatches``), None for the head, which reads its cached features."""
         if self.head:
             return torch.cat([self.cached_typo[idx], self.cached_clean[idx]]) if self.need_clean else \
                 self.cached_typo[idx]
@@ -591,11 +595,10 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     start, log = checkpoints.restore() if resume else (0, [])
 
     bar = tqdm(total=total, initial=start, disable=not progress or rank != 0, desc=f"{cfg.method} ({cfg.train})")
-    batches = None if tr.head else _step_images(data, range(start, total), steps_per_epoch, n, cfg, setup,
-                                                need_clean)
+    batches = _step_batches(data, range(start, total), steps_per_epoch, n, cfg, setup, need_clean,
+                            need_images=not tr.head)
     for step in range(start, total):
-        epoch, idx = _batch_indices(step, steps_per_epoch, n, cfg, rank, world_size)
-        images = None if batches is None else next(batches)
+        epoch, idx, images = next(batches)
         idx = idx.to(device)
         lr = lr_at(step, total, cfg)
         for group in opt.param_groups:
