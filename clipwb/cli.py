@@ -232,6 +232,8 @@ def _add_data(p: argparse.ArgumentParser, n_train: int, n_test: int, k: int) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .losses.po import po_methods
+
     p = argparse.ArgumentParser(prog="clipwb", description=__doc__, formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True)
     model_help = "tiny | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
@@ -270,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     po = sub.add_parser("train-po", formatter_class=_Help,
                         help="preference-optimisation training against typographic attacks (DPO, IPO, KTO, CE); "
                              "runs under torchrun for several processes")
-    po.add_argument("--method", default="dpo", choices=["dpo", "ipo", "kto", "ce"], help="training objective")
+    po.add_argument("--method", default="dpo", choices=list(po_methods()),
+                    help="training objective (the registered PO methods, clipwb.losses.po.PO_METHODS)")
     po.add_argument("--profile", default="embedded", choices=["embedded", "reference"],
                     help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
     po.add_argument("--config", default=None, help="YAML file of POConfig overrides (option: value per line)")

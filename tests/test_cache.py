@@ -51,7 +51,9 @@ def test_po_runs_are_cached_by_config_model_and_data(tiny, tmp_path, monkeypatch
     common = dict(batch_size=12, epochs=1, device="cpu", precision="fp32")
     first = po.compare_methods(tiny, classes, sets, ["dpo"], "embedded", common, progress=False)
     assert first.results["dpo"]["avg"]["typo_top1"] >= 0 and len(first.logs["dpo"]) == 2
-    monkeypatch.setattr(po, "train_po", lambda *a, **k: pytest.fail("retrained a cached run"))
+    import clipwb.experiments.context as C
+
+    monkeypatch.setattr(C, "train_po", lambda *a, **k: pytest.fail("retrained a cached run"))
     again = po.compare_methods(tiny, classes, sets, ["dpo"], "embedded", common, progress=False)
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (NaN == NaN)
     assert same(again.results, first.results) and same(again.logs, first.logs)
@@ -68,7 +70,7 @@ def test_reference_logprobs_are_computed_once_per_model_and_data(tiny, monkeypat
     import numpy as np
     import torch
 
-    import clipwb.training.po_trainer as T
+    import clipwb.training.reference as T
     from clipwb.precision import Precision
 
     x = np.random.default_rng(0).integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)

@@ -193,7 +193,7 @@ def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
     kw = dict(alphas=(0.5,), ts=(1.0,), select_n=32, progress=False)
     runs = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1}, **kw)
     table = runs.table()
-    assert list(table) == list(D.DEFENCES)
+    assert list(table) == list(D.defence_names())
     for d, r in table.items():
         assert set(r) == set(D.KEYS) and all(v is not None for v in r.values()), d
         assert 0 <= r["clean_top1"] <= 1 and r["kl_drift"] >= -1e-9 and r["train_seconds"] >= 0
@@ -207,11 +207,11 @@ def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
     assert runs.curves["paint_ce"][-1]["typo_top1"] == table["ce"]["typo_top1"]  # alpha 1 is the fine-tune
     json.dumps(runs.results), json.dumps(runs.curves), json.dumps(runs.details)
     # a second call reads every defence from the run cache: nothing trains
-    for name in ("train_prefix", "train_projection", "train_linear_map", "greedy_ablation", "train_po"):
+    for name in ("train_prefix", "train_projection", "train_linear_map", "greedy_ablation"):
         monkeypatch.setattr(D, name, lambda *a, **k: pytest.fail("retrained a cached defence"))
-    import clipwb.experiments.po as PO
+    import clipwb.experiments.context as C
 
-    monkeypatch.setattr(PO, "train_po", lambda *a, **k: pytest.fail("retrained a cached PO run"))
+    monkeypatch.setattr(C, "train_po", lambda *a, **k: pytest.fail("retrained a cached PO run"))
     again = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1}, **kw)
     assert again.table() == table
     with pytest.raises(ValueError, match="unknown defences"):

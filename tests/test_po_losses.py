@@ -96,15 +96,16 @@ def test_stats_and_bad_calls():
 
 def test_kto_reference_point_exact_or_from_mismatched_pairs():
     """z0 = the exact KL(pi_ref || pi_theta) on clean images (default, the official PO code) or the KTO paper's /
-    TRL's estimate of KL(pi_theta || pi_ref) from mismatched pairs, max(0, mean_i [log pi(y_{i+1}|x_i) -
-    log pi_ref(y_{i+1}|x_i)]); checked on hand-written log-probabilities."""
+    TRL's estimate of KL(pi_theta || pi_ref) from mismatched pairs, max(0, mean_i [log pi(y_{i-1}|x_i) -
+    log pi_ref(y_{i-1}|x_i)]) (TRL's pairing: completions shifted by one, [y[-1]] + y[:-1]); checked on
+    hand-written log-probabilities."""
     from clipwb.losses.po import kto_reference_point
 
     pol = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]], dtype=torch.float64))
     ref = torch.log(torch.tensor([[0.4, 0.4, 0.2], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], dtype=torch.float64))
     y_w = torch.tensor([0, 1, 2])
-    # mismatched: x_0 with y_1's class 1, x_1 with class 2, x_2 with class 0
-    by_hand = (math.log(0.3 / 0.4) + math.log(0.3 / 0.3) + math.log(0.2 / 0.3)) / 3
+    # mismatched (TRL's pairing): x_0 with the last example's class 2, x_1 with class 0, x_2 with class 1
+    by_hand = (math.log(0.2 / 0.2) + math.log(0.1 / 0.2) + math.log(0.2 / 0.3)) / 3
     assert by_hand < 0
     assert kto_reference_point("mismatched", pol, ref, y_w, torch.tensor(0.7)).item() == 0.0  # clamped at 0
     flipped = kto_reference_point("mismatched", ref, pol, y_w, torch.tensor(0.7)).item()
@@ -117,3 +118,28 @@ def test_kto_reference_point_exact_or_from_mismatched_pairs():
     a, _ = po_loss("kto", pol, ref, y_w, torch.tensor([1, 2, 0]), clean[:3], clean[:3] + 0.0, kto_z0="exact")
     b, _ = po_loss("kto", ref, pol, y_w, torch.tensor([1, 2, 0]), clean[:3], clean[:3], kto_z0="mismatched")
     assert torch.isfinite(a) and torch.isfinite(b)
+
+
+def test_kto_mismatched_reference_point_follows_trl():
+    """TRL 1.16 (trl/trainer/kto_trainer.py): the KL completions of a batch are the completions rotated by one,
+    ``KL_completion_ids = [completion_ids[-1]] + completion_ids[:-1]`` (prompt i with completion i-1), then
+    ``kl = (KL_logps - ref_KL_logps).mean().clamp(min=0)``, ``chosen_losses = 1 - sigmoid(beta (chosen_logratios -
+    kl))``, ``rejected_losses = 1 - sigmoid(beta (kl - rejected_logratios))``, loss = mean of both (unit weights).
+    Written here with TRL's list operations on the completions, and compared with po_loss(kto, kto_z0=mismatched)."""
+    pol, ref = _logp(13), _logp(14)  # a batch where both pairings give a positive, different z0
+    beta = 1.5
+    y_w, y_l = Y_W.tolist(), Y_L.tolist()
+    kl_completions = [y_w[-1]] + y_w[:-1]  # TRL's add_kl_completion_ids on the batch's completions
+    kl_logps = torch.stack([pol[i, y] for i, y in enumerate(kl_completions)])
+    ref_kl_logps = torch.stack([ref[i, y] for i, y in enumerate(kl_completions)])
+    kl = (kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+    assert kl > 0  # the clamp is not what makes the two agree
+    chosen = torch.stack([pol[i, y] - ref[i, y] for i, y in enumerate(y_w)])
+    rejected = torch.stack([pol[i, y] - ref[i, y] for i, y in enumerate(y_l)])
+    trl = torch.cat([1 - torch.sigmoid(beta * (chosen - kl)), 1 - torch.sigmoid(beta * (kl - rejected))]).mean()
+    ours, _ = po_loss("kto", pol, ref, Y_W, Y_L, pol, ref, beta=beta, lam=0.0, kto_z0="mismatched")
+    assert ours.item() == pytest.approx(trl.item(), rel=1e-12)
+    # the other direction (prompt i with completion i+1) gives another number on this batch
+    nxt = y_w[1:] + y_w[:1]
+    kl_next = torch.stack([pol[i, y] - ref[i, y] for i, y in enumerate(nxt)]).mean().clamp(min=0)
+    assert abs(kl_next.item() - kl.item()) > 1e-3

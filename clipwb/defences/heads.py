@@ -124,3 +124,8 @@ def greedy_ablation(model, text: torch.Tensor, typo: np.ndarray, true, written, 
         log.append({"heads": len(chosen), "added": name, "clean_top1": clean,
                     "margin": _margin(trial, text, typo, true, written)})
     return AblationResult(chosen, scores, log, time.time() - t0)
+
+
+def top_heads(scores: dict, n: int = 12) -> dict:
+    """The ``n`` highest-scoring heads of ``score_heads`` / ``greedy_ablation`` (name -> score), highest first."""
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1])[:n])

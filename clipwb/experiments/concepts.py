@@ -181,6 +181,12 @@ def neutral_t(rows: list[dict], key: str = "gender_top1", target: float = 0.5) -
     return min(rows, key=lambda r: abs(r[key] - target))["t"]
 
 
+def reversed_t(rows: list[dict], key: str = "gender_top1", threshold: float = 0.15) -> float:
+    """The first swept t whose ``key`` is at most ``threshold`` (the concept reversed), else the t of the sweep's
+    minimum."""
+    return next((r["t"] for r in rows if r[key] <= threshold), min(rows, key=lambda r: r[key])["t"])
+
+
 def concept_directions(cd: ConceptData) -> dict:
     """Unit directions in the joint space from text: gender ('man' - 'woman' class embeddings) and, per object
     class, the written-word direction (the class's text embedding)."""

@@ -378,3 +378,35 @@ def real_data_runs(data: TwoModalities, flips=(0.1, 0.2, 0.3), seeds=(0, 1), ste
 
     key = [fingerprint(dataclasses.asdict(data)), list(flips), list(seeds), steps, tau]
     return _cached("real", key, run, cache)
+
+
+def real_data_tables(datasets: dict, flips=(0.1, 0.2, 0.3), seeds=(0, 1), steps: int = 200, tau: float = 0.5,
+                     cache: bool = True) -> tuple[list[dict], list[dict]]:
+    """``real_data_runs`` of every named pair of modalities (name -> ``TwoModalities``); returns the Table 1 and
+    Fig. 3 rows of all of them, each with its ``data`` name."""
+    runs = {name: real_data_runs(data, flips, seeds, steps=steps, tau=tau, cache=cache)
+            for name, data in datasets.items()}
+    return ([{"data": name, **r} for name, run in runs.items() for r in run["table1"]],
+            [{"data": name, **r} for name, run in runs.items() for r in run["fig3"]])
+
+
+def monotone_within_noise(summary: list[dict], key: str = "unpaired", by: str = "N_over_n") -> dict:
+    """Per n of a ``summarise_grid`` summary: whether ``key`` falls monotonically in ``by`` within noise, i.e. no
+    later point lies above an earlier one by more than the larger of their seed stds."""
+    out = {}
+    for n in sorted({r["n"] for r in summary}):
+        sub = sorted((r for r in summary if r["n"] == n), key=lambda r: r[by])
+        out[n] = all(b[key] <= a[key] + max(a[f"{key}_std"], b[f"{key}_std"])
+                     for i, a in enumerate(sub) for b in sub[i + 1:])
+    return out
+
+
+def closed_form_table(robustness_rows: list[dict]) -> dict:
+    """``<homo|hetero>_n<n>_p<p>`` -> seed means of the closed-form MMCL, unimodal and PCA sin Theta of a
+    ``robustness_grid``."""
+    keys = ("mmcl_closed_form", "unimodal", "pca")
+    groups: dict = {}
+    for r in robustness_rows:
+        groups.setdefault((r["heteroskedastic"], r["n"], r["p_n"]), []).append(r)
+    return {f"{'hetero' if h else 'homo'}_n{n}_p{p}": {k: float(np.mean([r[k] for r in rows])) for k in keys}
+            for (h, n, p), rows in sorted(groups.items())}

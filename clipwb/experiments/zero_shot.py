@@ -45,3 +45,19 @@ def sets_table(lm, classes, data: dict, cache: bool = True) -> dict:
 
     arrays = {n: {k: d[k] for k in ("clean", "typo", "true", "written", "control") if k in d} for n, d in data.items()}
     return cached_json("sets-table", [fingerprint(lm.model), list(classes), fingerprint(arrays)], run, enabled=cache)
+
+
+def real_sets_table(lm, real_sets: dict, image_size: int | None = None, progress: bool = True) -> dict:
+    """Typographic top-1, attack success, n and skipped files of the model on every real typographic set given
+    (name -> folder with ``labels.csv``; ``data.real.load_real_typographic``), images resized to ``image_size``
+    (default 224)."""
+    from ..data.real import load_real_typographic
+
+    rows = {}
+    for name, path in real_sets.items():
+        rs = load_real_typographic(path, name)
+        arr = rs.arrays(size=image_size or 224, progress=progress)
+        m = typographic_metrics(lm.model, lm.tokenizer, rs.classes, arr["typo"], arr["true"], arr["written"])
+        rows[name] = {"typo_top1": m["typo_top1"], "attack_success_rate": m["attack_success_rate"], "n": m["n"],
+                      "skipped_corrupt": len(arr["skipped_corrupt"])}
+    return rows

@@ -434,3 +434,16 @@ def algorithm3(xp: np.ndarray, yp: np.ndarray, xu: np.ndarray, yu: np.ndarray, x
         if ok:
             anchor, best = (cand["g1"], cand["g2"]), acc
     return {"g1": anchor[0], "g2": anchor[1], "rounds": log}
+
+
+def gradient_check(d: PairedData, r: int = 10, tau: float = 1.0, nu: float = 1.5, rho: float = 0.5, seed: int = 0,
+                   scale: float = 0.3) -> float:
+    """max |autograd - closed form| over both encoders' gradients of ``clip_loss`` at random encoders
+    (``init_encoders(d1, d2, r, seed, scale)``): the closed form is ``closed_form_grads`` of ``s_beta`` (the
+    gradient of the CLIP-family loss is an SVD-type update with the contrastive cross-covariance S(beta))."""
+    x, y = torch.tensor(d.x), torch.tensor(d.y)
+    g1, g2 = (t.requires_grad_(True) for t in init_encoders(d.x.shape[1], d.y.shape[1], r, seed, scale=scale))
+    a1, a2 = torch.autograd.grad(clip_loss(g1, g2, x, y, tau=tau, nu=nu, rho=rho), (g1, g2))
+    g1, g2 = g1.detach(), g2.detach()
+    c1, c2 = closed_form_grads(g1, g2, s_beta(g1, g2, x, y, "clip", tau, nu), rho)
+    return max((a1 - c1).abs().max().item(), (a2 - c2).abs().max().item())

@@ -1,0 +1,109 @@
+"""The run context that the PO and defence drivers share: one pretrained model, one data set, one PO profile.
+
+``RunContext`` holds the model, the classes, the sets (``train`` pairs and the held-out ``test``,
+``test_heldout``, ``test_note``), the keys that identify their results in the run cache, the pretrained model's
+own evaluation (the "before" of every recovery) and the trained PO runs and their raw weights. Every result it
+computes is stored in the run cache (``clipwb.cache``) under the hash of the config, the model's weights and the
+data, so notebook 02 (PO side by side) and notebook 07 (defences) train each PO method once between them."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from ..cache import cached_json, cached_tensors, fingerprint
+from ..evaluation.typographic import po_eval
+from ..training.po_trainer import POConfig, po_config, result_key, train_po
+
+
+class RunKeys:
+    """What determines a PO run's results: its config, the model's weights, the classes and every array of the
+    sets (training pairs and held-out sets); the two content hashes are computed once. The cache dir is per
+    machine, so ``precision="auto"`` means the machine's own choice there."""
+
+    def __init__(self, lm, classes, sets: dict):
+        self.base = [fingerprint(lm.model), list(classes), fingerprint(sets)]
+
+    def run(self, cfg: POConfig) -> list:
+        return [result_key(cfg), *self.base]
+
+    def reference(self, templates) -> list:
+        return [list(templates), *self.base]
+
+
+class RunContext:
+    """One pretrained model (``lm``, a ``models.LoadedModel``) on one data set with one PO profile (``profile``,
+    ``overrides`` for every method, ``per_method`` overrides); see the module docstring. ``out_root``: where
+    freshly trained PO runs write their checkpoints, logs and models (``out_root/<method>``); ``cache=False``
+    recomputes everything."""
+
+    def __init__(self, lm, classes, sets: dict, profile: str = "embedded", overrides: dict | None = None,
+                 per_method: dict | None = None, out_root: str | Path | None = None, progress: bool = True,
+                 cache: bool = True):
+        self.lm, self.classes, self.sets = lm, list(classes), sets
+        self.profile, self.overrides, self.per_method = profile, dict(overrides or {}), dict(per_method or {})
+        self.out_root, self.progress, self.cache = out_root, progress, cache
+        self.keys = RunKeys(lm, self.classes, sets)
+        self.base_cfg = po_config(profile, **self.overrides)
+        self.templates = self.base_cfg.templates
+        self._reference: dict | None = None
+        self._runs: dict[str, dict] = {}
+
+    def method_config(self, method: str) -> POConfig:
+        """``po_config(profile, **overrides, method=method, **per_method[method])``."""
+        return method_config(self.profile, method, self.overrides, self.per_method)
+
+    @property
+    def reference(self) -> dict:
+        """``po_eval`` of the pretrained model itself (the "before" of recovery; its kl_drift is 0), cached."""
+        if self._reference is None:
+            lm = self.lm
+            self._reference = cached_json(
+                "po-reference", self.keys.reference(self.templates),
+                lambda: po_eval(lm.model, lm.tokenizer, self.classes, self.sets, lm.model, self.templates),
+                enabled=self.cache)
+        return self._reference
+
+    def cached(self, kind: str, key, compute) -> dict:
+        """``cache.cached_json`` under ``kind`` and ``key`` plus this context's model, data and templates."""
+        return cached_json(kind, [key, self.keys.base, list(self.templates)], compute, enabled=self.cache)
+
+    def po_run(self, method: str) -> dict:
+        """The PO run of ``method``: {"results": {"raw": metrics, "avg": metrics}, "log": per-step rows,
+        "train_seconds"}; trained once (its raw weights stored for ``po_weights``), then read from the cache."""
+        if method not in self._runs:
+            cfg = self.method_config(method)
+            lm = self.lm
+
+            def run():
+                res = train_po(lm.model, lm.tokenizer, self.classes, self.sets["train"], cfg,
+                               out_dir=Path(self.out_root) / method if self.out_root else None,
+                               progress=self.progress, model_name=lm.name)
+                cached_tensors("po-weights-raw", self.keys.run(cfg), res.model.state_dict, enabled=self.cache)
+                results = {kind: po_eval(model, lm.tokenizer, self.classes, self.sets, lm.model, cfg.templates)
+                           for kind, model in (("raw", res.model), ("avg", res.avg_model))}
+                return {"results": results, "log": res.log, "train_seconds": res.train_seconds}
+
+            self._runs[method] = cached_json("po-run", self.keys.run(cfg), run, enabled=self.cache)
+        return self._runs[method]
+
+    def po_weights(self, method: str):
+        """The raw fine-tuned model of ``method``'s PO run (for the defences that start from it, as PAINT),
+        read from the run cache, or trained again where the weights are not there."""
+        cfg = self.method_config(method)
+        lm = self.lm
+
+        def run():
+            res = train_po(lm.model, lm.tokenizer, self.classes, self.sets["train"], cfg, progress=self.progress,
+                           save=False, model_name=lm.name)
+            return res.model.state_dict()
+
+        sd = cached_tensors("po-weights-raw", self.keys.run(cfg), run, enabled=self.cache)
+        model = copy.deepcopy(lm.model)
+        model.load_state_dict(sd)
+        return model.eval()
+
+
+def method_config(profile: str, method: str, overrides: dict | None = None, per_method: dict | None = None):
+    """``po_config(profile, **overrides, method=method, **per_method[method])``: one method's settings in a
+    side-by-side comparison."""
+    return po_config(profile, **{**(overrides or {}), "method": method, **(per_method or {}).get(method, {})})
