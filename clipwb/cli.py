@@ -1,4 +1,5 @@
-"""Command line: ``python -m clipwb {eval, pretrain, train-po, report}`` (also installed as ``clipwb``)."""
+"""Command line: ``python -m clipwb {eval, pretrain, train-po, build-typo, report, cache}`` (also installed as
+``clipwb``)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,9 @@ def _eval(args) -> int:
     from .evaluation.zeroshot import top1, zero_shot_logits
     from .models import load_model
 
+    from .config import check_seed
+
+    check_seed("--seed", args.seed)
     t0 = time.time()
     torch.manual_seed(args.seed)
     out = {"model": args.model, "data": args.data, "split": args.split, "attack": args.attack, "seed": args.seed}
@@ -34,7 +38,10 @@ def _eval(args) -> int:
         from .data.sets import eval_arrays, eval_layout
         from .models.inputs import preprocess_stats
 
+        from .data.builders import check_image_size
+
         eval_layout(args.data, args.attack)
+        check_image_size(args.image_size, "--image-size")
         if args.n is not None:
             _check_count("--n", args.n)
 
@@ -88,30 +95,26 @@ def _pretrain(args) -> int:
     return 0
 
 
-def _train_po(args) -> int:
-    import os
-
-    import torch
-
+def _train_po_config(args):
+    """Everything train-po can check before minutes of data building and training: seed, counts, image size and
+    data folder, the config (profile, YAML, trackers), the device and --out / --resume. Returns (cfg, device)."""
     from pathlib import Path
 
-    from .config import load_yaml
-    from .data.sets import AttackSetsConfig, attack_arrays
-    from .fileio import cache_dir, check_writable_dir
+    from .config import check_seed, load_yaml
+    from .data.builders import check_image_size
+    from .fileio import check_writable_dir
     from .models.loading import check_device
-    from .evaluation.typographic import po_eval
-    from .models import load_model
-    from .training.po_trainer import po_config, train_po
-    from .world import World
+    from .training.po_trainer import po_config
+    from .training.tracking import check_trackers
 
-    # everything that can be checked is checked before minutes of data building and training
+    check_seed("--seed", args.seed)
     for opt, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--k", args.k)):
         _check_count(opt, v)
-    if args.data != "world" and args.image_size < 16:
-        raise ValueError(f"--image-size must be >= 16 px, got {args.image_size}")
-    if args.data != "world" and not Path(args.data).is_dir():
-        raise FileNotFoundError(f"--data {args.data}: no such folder; pass 'world' or an image-folder root laid out "
-                                f"as root/<class>/<image>.jpg|png")
+    if args.data != "world":
+        check_image_size(args.image_size, "--image-size")
+        if not Path(args.data).is_dir():
+            raise FileNotFoundError(f"--data {args.data}: no such folder; pass 'world' or an image-folder root laid "
+                                    f"out as root/<class>/<image>.jpg|png")
     cfg = po_config(args.profile, method=args.method)
     if args.config:
         cfg = load_yaml(cfg, args.config)
@@ -119,6 +122,7 @@ def _train_po(args) -> int:
         cfg = dataclasses.replace(cfg, report_to=tuple(args.report_to))
     if cfg.report_to and args.out is None:
         raise ValueError(f"--report-to {' '.join(cfg.report_to)} needs --out (events go to OUT/tensorboard)")
+    check_trackers(cfg.report_to, args.out)
     device = check_device(cfg.device)
     if args.out is not None:
         out = Path(args.out)
@@ -132,6 +136,20 @@ def _train_po(args) -> int:
                              f"written every checkpoint_every steps, now {cfg.checkpoint_every}); run without --resume")
     elif args.resume:
         raise ValueError("--resume needs --out (the folder that holds checkpoint.pt)")
+    return cfg, device
+
+
+def _train_po(args) -> int:
+    import torch
+
+    from .data.sets import AttackSetsConfig, attack_arrays
+    from .evaluation.typographic import po_eval
+    from .fileio import cache_dir
+    from .models import load_model
+    from .training.po_trainer import train_po
+    from .world import World
+
+    cfg, device = _train_po_config(args)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # launched by torchrun: the backend follows the training device
         import torch.distributed as dist
@@ -145,17 +163,19 @@ def _train_po(args) -> int:
     if world is not None and storage == "memory":
         _check_count("--n-train", args.n_train * (1 + args.k), bytes_each=3 * world.config.image_size ** 2)
     size = None if world else args.image_size
-    classes, data, _ = attack_arrays(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
-                                     cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size,
-                                                          word_frac=args.heldout_word_frac),
-                                     root=cache_dir(args.cache_dir) / "datasets", classes_file=args.classes_file,
-                                     progress=not args.no_progress, storage=storage)
+    classes, data, builds = attack_arrays(args.data, world=world, n_train=args.n_train, n_test=args.n_test,
+                                          cfg=AttackSetsConfig(k=args.k, seed=args.seed, image_size=size,
+                                                               word_frac=args.heldout_word_frac),
+                                          root=cache_dir(args.cache_dir) / "datasets",
+                                          classes_file=args.classes_file, progress=not args.no_progress,
+                                          storage=storage)
+    skipped = _report_skipped(builds, args.data)
     res = train_po(lm.model, lm.tokenizer, classes, data["train"], cfg, out_dir=args.out, resume=args.resume,
                    progress=not args.no_progress, model_name=lm.name)
     rank = torch.distributed.get_rank() if distributed else 0
     if rank == 0:
         out = {"method": cfg.method, "steps": res.steps, "train_seconds": round(res.train_seconds, 2),
-               "final_loss": res.log[-1]["loss"], "out": args.out}
+               "final_loss": res.log[-1]["loss"], "out": args.out, "skipped_corrupt": len(skipped)}
         if not args.no_eval:
             out["raw"] = po_eval(res.model, lm.tokenizer, classes, data, lm.model, cfg.templates)
             out["avg"] = po_eval(res.avg_model, lm.tokenizer, classes, data, lm.model, cfg.templates)
@@ -165,6 +185,15 @@ def _train_po(args) -> int:
     return 0
 
 
+def _report_skipped(builds: dict, data: str) -> list[str]:
+    """The unreadable source images that building the sets skipped, said in one line on stderr."""
+    skipped = sorted({s for b in builds.values() for s in b.skipped_corrupt})
+    if skipped:
+        print(f"clipwb train-po: skipped {len(skipped)} unreadable image(s) under --data {data} (e.g. "
+              f"{'; '.join(skipped[:3])}); training on the rest", file=sys.stderr)
+    return skipped
+
+
 def _build_typo(args) -> int:
     from pathlib import Path
 
@@ -172,6 +201,12 @@ def _build_typo(args) -> int:
     from .fileio import check_writable_dir
     from .world import World
 
+    from .config import check_seed
+    from .data.builders import check_image_size
+
+    check_seed("--seed", args.seed)
+    if args.data != "world":
+        check_image_size(args.image_size, "--image-size")
     for opt, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--k", args.k), ("--k-test", args.k_test)):
         _check_count(opt, v)
     if args.data != "world" and not Path(args.data).is_dir():
@@ -207,6 +242,48 @@ def _report(args) -> int:
     return 0
 
 
+def _age(text: str) -> float:
+    """``--older-than``: a number of days, or a number with s, m, h, d or w (``90m``, ``12h``, ``7d``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    t = text.strip().lower()
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "d")
+    try:
+        v = float(num)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:
+        raise ValueError(f"--older-than {text!r}: expected a non-negative age such as 7d, 12h, 90m or 30 (days)")
+    return v * units[unit]
+
+
+def _cache(args) -> int:
+    from . import cache as C
+
+    older = _age(args.older_than) if args.older_than is not None else None
+    root = C.run_dir(args.cache_dir)
+    if args.action == "clear":
+        if args.kind is None and older is None and not args.bad and not args.all:
+            raise ValueError("clear: name what to clear: --kind KIND, --older-than AGE, --bad, or --all")
+        removed = C.clear(args.cache_dir, args.kind, older, args.bad)
+        print(f"removed {len(removed)} file(s) from {root}")
+        return 0
+    import time
+
+    now, bad, total = time.time(), 0, 0
+    for e in C.entries(args.cache_dir, args.kind):
+        if older is not None and now - e.mtime < older:
+            continue
+        total += e.size
+        why = C.verify(e) if args.action == "verify" else None
+        bad += why is not None
+        state = "" if args.action == "list" else ("ok" if why is None else f"BROKEN: {why}")
+        print(f"{e.kind:24s} {e.size / 2 ** 20:9.2f} MB {(now - e.mtime) / 86400:7.1f} d  {e.path.name}  {state}".rstrip())
+    temps = C.stale_temp_files(args.cache_dir)
+    print(f"{root}: {total / 2 ** 20:.1f} MB" + (f", {bad} broken (clipwb cache clear --bad removes them)" if bad else "")
+          + (f", {len(temps)} interrupted write(s)" if temps else ""))
+    return 1 if bad else 0
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default in --help."""
 
@@ -231,17 +308,14 @@ def _add_data(p: argparse.ArgumentParser, n_train: int, n_test: int, k: int) -> 
                    help="share of class names held out as written words of the test_heldout set")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .losses.po import po_methods
+MODEL_HELP = "tiny | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
+             "local-dir:DIR"
 
-    p = argparse.ArgumentParser(prog="clipwb", description=__doc__, formatter_class=_Help)
-    sub = p.add_subparsers(dest="command", required=True)
-    model_help = "tiny | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
-                 "local-dir:DIR"
 
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", formatter_class=_Help,
                        help="zero-shot top-1 of any model on freshly generated held-out world images")
-    e.add_argument("--model", default="tiny", help=model_help)
+    e.add_argument("--model", default="tiny", help=MODEL_HELP)
     e.add_argument("--data", default="world",
                    help="'world' (generated held-out images), an image folder root/<class>/<image> (ImageNet-100 / "
                         "Food-101 layout) or a real typographic set (root/labels.csv: file,true,written)")
@@ -259,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e)
     e.set_defaults(func=_eval)
 
+
+def _add_pretrain(sub) -> None:
     t = sub.add_parser("pretrain", formatter_class=_Help,
                        help="pretrain the tiny CLIP on the embedded world (cached by config hash)")
     t.add_argument("--profile", default="full", choices=["full", "quick"],
@@ -269,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
     t.set_defaults(func=_pretrain)
 
+
+def _add_train_po(sub) -> None:
+    from .losses.po import po_methods
+
     po = sub.add_parser("train-po", formatter_class=_Help,
                         help="preference-optimisation training against typographic attacks (DPO, IPO, KTO, CE); "
                              "runs under torchrun for several processes")
@@ -277,14 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--profile", default="embedded", choices=["embedded", "reference"],
                     help="embedded: the tiny model's settings; reference: the paper's (Adamax 2e-5, 512 pairs)")
     po.add_argument("--config", default=None, help="YAML file of POConfig overrides (option: value per line)")
-    po.add_argument("--model", default="tiny", help=model_help)
+    po.add_argument("--model", default="tiny", help=MODEL_HELP)
     _add_data(po, n_train=4000, n_test=1024, k=3)
     po.add_argument("--seed", type=int, default=0, help="world and attack seed (the training seed is in the config)")
     po.add_argument("--out", default=None, help="checkpoints, log and the final models (raw/, avg/)")
     po.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same config and data)")
     po.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
     po.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
-    po.add_argument("--report-to", nargs="*", default=None, choices=["tensorboard"],
+    po.add_argument("--report-to", nargs="+", default=None, choices=["tensorboard"],
                     help="also log every step's scalars to these trackers (TensorBoard events in OUT/tensorboard; "
                          "needs pip install tensorboard)")
     po.add_argument("--storage", default="auto", choices=["auto", "memory", "disk"],
@@ -293,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(po)
     po.set_defaults(func=_train_po)
 
+
+def _add_build_typo(sub) -> None:
     b = sub.add_parser("build-typo", formatter_class=_Help,
                        help="build the typographic sets (train, test, test_heldout with unseen fonts and words, "
                             "test_note) with their manifests into a folder; cached by config, resumable")
@@ -304,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(b, cache=False)
     b.set_defaults(func=_build_typo)
 
+
+def _add_report(sub) -> None:
     r = sub.add_parser("report", formatter_class=_Help,
                        help="execute notebooks/NN_*.ipynb in order with papermill into reports/")
     r.add_argument("--profile", default="full", choices=["full", "quick"], help="notebook profile")
@@ -313,6 +397,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-html", action="store_true", help="skip the HTML copies")
     _add_common(r, cache=False)
     r.set_defaults(func=_report)
+
+
+def _add_cache(sub) -> None:
+    c = sub.add_parser("cache", formatter_class=_Help,
+                       help="list, verify (digest check) or clear the run cache's entries ($CLIPWB_CACHE/runs)")
+    c.add_argument("action", choices=["list", "verify", "clear"])
+    c.add_argument("--kind", default=None, help="only entries of this kind (e.g. po-run, ref-logprobs, gca)")
+    c.add_argument("--older-than", default=None, metavar="AGE",
+                   help="only entries older than AGE: 30 (days), 7d, 12h, 90m, 2w")
+    c.add_argument("--bad", action="store_true", help="clear: the entries that fail verify")
+    c.add_argument("--all", action="store_true", help="clear: every entry")
+    _add_common(c)
+    c.set_defaults(func=_cache)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipwb", description=__doc__, formatter_class=_Help)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_eval, _add_pretrain, _add_train_po, _add_build_typo, _add_report, _add_cache):
+        add(sub)
     return p
 
 

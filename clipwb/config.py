@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -124,3 +126,12 @@ def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; use one of {PROFILES}")
     return profile
+
+
+def check_seed(name: str, value) -> int:
+    """A seed (or another index that seeds a generator) must be a non-negative integer: numpy's generators refuse
+    negative ones with a message that names no parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer (it seeds a random generator), got {value!r}: pass "
+                         f"0 or a positive integer")
+    return int(value)

@@ -108,7 +108,24 @@ CLI_CASES = [
     ("k-zero", lambda t, m: (["train-po", "--k", "0"], None), r"--k must be >= 1"),
     ("data-folder-missing", lambda t, m: (["train-po", "--data", str(t / "nope")], None), r"no such folder"),
     ("image-size-zero", lambda t, m: (["train-po", "--data", str(t), "--image-size", "0"], None),
-     r"--image-size must be >= 16"),
+     r"--image-size must be .*at least 16 px, got 0: the size is wrong, not the images"),
+    ("eval-image-size-8", lambda t, m: (["eval", "--data", str(_folder(t)), "--image-size", "8"], None),
+     r"--image-size must be .*at least 16 px, got 8"),
+    ("eval-negative-seed", lambda t, m: (["eval", "--n", "4", "--seed", "-1"], None),
+     r"--seed must be a non-negative integer .*got -1"),
+    ("train-po-negative-seed", lambda t, m: (["train-po", "--seed", "-1"], None),
+     r"--seed must be a non-negative integer .*got -1"),
+    ("build-typo-negative-seed", lambda t, m: (["build-typo", "--out", str(t / "b"), "--seed", "-3"], None),
+     r"--seed must be a non-negative integer"),
+    ("local-dir-null-config", lambda t, m: (["eval", "--n", "4", "--model", f"local-dir:{_null_cfg(m)}"],
+                                            m / "nullcfg"), r"nullcfg\W+open_clip_config\.json holds NoneType that "
+                                                            r"is not a JSON object"),
+    ("weights-path-broken-config", lambda t, m: (["eval", "--n", "4", "--model",
+                                                  str(_broken_cfg(m) / "open_clip_model.safetensors")], None),
+     r"brokencfg\W+open_clip_config\.json is not valid JSON"),
+    ("report-to-unwritable", lambda t, m: (["train-po", "--n-train", "8", "--report-to", "tensorboard", "--out",
+                                            str(_tb_file(t))], t / "tb"),
+     r"TensorBoard folder .*tensorboard is an existing file"),
     ("out-is-a-file", lambda t, m: (["train-po", "--n-train", "8", "--out", _write(t / "out.txt", "keep me")],
                                     t / "out.txt"), r"out\.txt is an existing file, not a folder"),
     ("out-holds-a-previous-run", lambda t, m: (["train-po", "--n-train", "8", "--out", str(_prev_run(t))],
@@ -123,6 +140,37 @@ CLI_CASES = [
     ("report-out-is-a-file", lambda t, m: (["report", "--only", "00", "--out", _write(t / "r.txt", "x")],
                                            t / "r.txt"), r"r\.txt is an existing file"),
 ]
+
+
+def _folder(t: Path) -> Path:
+    for c in ("cat", "dog"):
+        (t / "imgs" / c).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (200, 10, 10)).save(t / "imgs" / c / "a.png")
+    return t / "imgs"
+
+
+def _null_cfg(m: Path) -> Path:
+    import shutil
+
+    if not (m / "nullcfg").exists():
+        shutil.copytree(m / "good", m / "nullcfg")
+        (m / "nullcfg" / "open_clip_config.json").write_text("null")
+    return m / "nullcfg"
+
+
+def _broken_cfg(m: Path) -> Path:
+    import shutil
+
+    if not (m / "brokencfg").exists():
+        shutil.copytree(m / "good", m / "brokencfg")
+        (m / "brokencfg" / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim"')
+    return m / "brokencfg"
+
+
+def _tb_file(t: Path) -> Path:
+    (t / "tb").mkdir()
+    (t / "tb" / "tensorboard").write_text("a file where the events folder goes")
+    return t / "tb"
 
 
 def _prev_run(t: Path) -> Path:
@@ -154,6 +202,67 @@ def test_cli_errors_come_before_any_work(tmp_path, capsys):
     rc = main(["train-po", "--n-train", "8", "--cache-dir", str(cache), "--out", _write(tmp_path / "f", "x")])
     assert rc == 2 and not (cache / "datasets").exists()
     capsys.readouterr()
+
+
+def test_report_to_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without tensorboard installed, --report-to tensorboard fails at once (no dataset built); with no value it is
+    an argparse error, not a silent no-op."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    cache = tmp_path / "cache"
+    rc = main(["train-po", "--n-train", "8", "--cache-dir", str(cache), "--report-to", "tensorboard", "--out",
+               str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "pip install tensorboard" in err, err
+    assert not (cache / "datasets").exists()
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train-po", "--report-to"])
+    assert e.value.code == 2 and "expected at least one argument" in capsys.readouterr().err
+
+
+def test_seeds_and_image_sizes_through_the_api_name_the_parameter():
+    from clipwb.data.real import RealTypographicSet
+    from clipwb.data.typographic import make_attack
+    from clipwb.world import World
+
+    img = Image.new("RGB", (64, 64), "white")
+    with pytest.raises(ValueError, match=r"^seed must be a non-negative integer .*got -1"):
+        make_attack(img, 0, ["cat", "dog"], seed=-1, image_id=0, variant=0)
+    with pytest.raises(ValueError, match=r"^variant must be a non-negative integer .*got -1"):
+        make_attack(img, 0, ["cat", "dog"], seed=0, image_id=0, variant=-1)
+    with pytest.raises(ValueError, match=r"WorldConfig.seed must be a non-negative integer .*got -1"):
+        World(seed=-1)
+    assert RealTypographicSet is not None
+
+
+def test_hidden_folders_and_files_are_never_data(tmp_path):
+    from clipwb.data.builders import folder_source
+    from clipwb.data.sets import eval_arrays
+
+    root = _folder(tmp_path)
+    (root / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (32, 32)).save(root / ".ipynb_checkpoints" / "x.png")
+    Image.new("RGB", (32, 32)).save(root / "cat" / "._a.png")  # a macOS resource fork beside the image
+    items, classes = folder_source(root)
+    assert classes == ("cat", "dog") and len(items) == 2
+    arr = eval_arrays(root, "none", size=32)
+    assert arr["classes"] == ("cat", "dog") and len(arr["images"]) == 2 and not arr["skipped_corrupt"]
+
+
+def test_train_po_reports_unreadable_images(tiny, tmp_path, capsys):
+    root = _folder(tmp_path)
+    for c in ("cat", "dog", "car", "cup"):
+        (root / c).mkdir(exist_ok=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i * 40, 90, 30)).save(root / c / f"b{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    rc = main(["train-po", "--data", str(root), "--image-size", "32", "--n-train", "20", "--n-test", "2", "--k", "1",
+               "--heldout-word-frac", "0.5", "--no-eval", "--no-progress",
+               "--config", _write(tmp_path / "c.yaml", "batch_size: 4\nepochs: 1\n"),
+               "--cache-dir", str(tmp_path / "cache")])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads(cap.out.strip().splitlines()[-1])["skipped_corrupt"] == 1
+    assert "skipped 1 unreadable image(s)" in cap.err and "broken.png" in cap.err
 
 
 def test_report_only_needs_a_value(capsys):

@@ -1,10 +1,11 @@
 """GCA experiments (notebook 05): data, views, noisy partners, metrics, seeded runs with a cache, the tiny-CLIP
 pretraining switch."""
-import json
 
 import numpy as np
 import pytest
 import torch
+
+from clipwb.cache import read_json_entry
 
 from clipwb.config import ConfigError
 from clipwb.losses.ot import gca_loss
@@ -98,7 +99,7 @@ def test_runs_are_deterministic_measured_and_cached(data, tmp_path, task, method
     cfg = G.gca_config("quick", task=task, method=method, noise_share=0.25)
     a = G.run_cached(cfg, data, tmp_path, progress=False)
     files = list((tmp_path / "runs").glob("gca-*.json"))
-    assert len(files) == 1 and json.loads(files[0].read_text())["loss"] == a["loss"]
+    assert len(files) == 1 and read_json_entry(files[0])["loss"] == a["loss"]
     b = G.train_gca(cfg, data, progress=False)
     assert a["loss"] == b["loss"] and a["linear_probe_top1"] == b["linear_probe_top1"]
     assert len(a["loss"]) == cfg.epochs * (cfg.n_train // cfg.batch_size) and np.isfinite(a["loss"]).all()

@@ -70,5 +70,6 @@ def test_readme_architecture_is_the_contracts_picture():
     want = [" | ".join(m.removeprefix("clipwb.") for m in layer.split(" | ")) for layer in layers]
     readme = (ROOT / "README.md").read_text()
     block = readme.split("```\ncli ", 1)[1].split("```", 1)[0]
-    got = ["cli"] + [line.split("  ")[0].strip() for line in block.splitlines()[1:] if line.strip()]
+    got = ["cli"] + [line.split("  ")[0].strip() for line in block.splitlines()[1:]
+                     if line.strip() and not line.startswith(" ")]  # indented lines continue a description
     assert got == [w for w in want if w != "__main__"]

@@ -118,3 +118,39 @@ def test_training_from_disk_is_bit_identical_to_training_from_memory(tiny, sets)
         for v, w in zip(a.avg_model.state_dict().values(), other.avg_model.state_dict().values()):
             assert torch.equal(v, w)
         assert [r["loss"] for r in a.log] == [r["loss"] for r in other.log]
+
+
+@pytest.mark.parametrize("damage", ["bytes-changed", "array-truncated", "header-garbage", "labels-truncated"])
+def test_a_damaged_stored_set_is_named_and_written_again(sets, tmp_path, caplog, damage):
+    """Bytes changed in place (same size) are caught by the digest when the store is opened for training; a
+    truncated array or labels.json is rewritten from the build instead of failing every later run."""
+    import shutil
+
+    classes, mem, disk, builds = sets
+    build = tmp_path / "build"
+    shutil.copytree(builds["train"].out_dir, build)
+    ds = TypographicDataset(build, world=World())
+    first = ds.stored()
+    typo = first["typo"].path
+    if damage == "bytes-changed":
+        raw = bytearray(typo.read_bytes())
+        raw[100:110] = bytes(255 - b for b in raw[100:110])
+        typo.write_bytes(bytes(raw))
+    elif damage == "array-truncated":
+        typo.write_bytes(typo.read_bytes()[:1000])
+    elif damage == "header-garbage":
+        typo.with_suffix(".json").write_text('{"shape": [24, 64')
+    else:
+        (build / "arrays" / "labels.json").write_text('{"rows": 48, "tr')
+    with caplog.at_level("WARNING"):
+        again = TypographicDataset(build, world=World()).stored()
+    warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warned) == 1 and str(build / "arrays") in warned[0]
+    np.testing.assert_array_equal(again["typo"].load(), mem["train"]["typo"])
+    again["typo"].verify()
+    # a standalone array with changed bytes is refused by verify, naming the file
+    raw = bytearray(typo.read_bytes())
+    raw[5] ^= 0xFF
+    typo.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"typo.* does not match the digest"):
+        DiskArray(typo).verify()

@@ -65,11 +65,16 @@ class TypoBuildConfig:
 MIN_IMAGE_SIZE = 16
 
 
-def check_image_size(size: int | None) -> None:
+def check_image_size(size: int | None, name: str = "image_size") -> None:
     if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool)
                              or size < MIN_IMAGE_SIZE):
-        raise ValueError(f"image_size must be None (keep the sizes) or an integer side of at least "
-                         f"{MIN_IMAGE_SIZE} px, got {size!r}")
+        raise ValueError(f"{name} must be None (keep the sizes) or an integer side of at least "
+                         f"{MIN_IMAGE_SIZE} px, got {size!r}: the size is wrong, not the images")
+
+
+def visible(p: Path) -> bool:
+    """Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.jpg``) are never data."""
+    return not p.name.startswith(".")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -190,7 +195,7 @@ def folder_source(root: str | Path, classes_file: str | Path | None = None) -> t
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist: expected root/<class>/<image>.jpg|png "
                                 f"(the ImageNet-100 / Food-101 layout)")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and visible(p))
     if not folders:
         raise ValueError(f"{root} has no class folders: expected root/<class>/<image>.jpg|png")
     names = [p.name for p in folders]
@@ -210,7 +215,7 @@ def folder_source(root: str | Path, classes_file: str | Path | None = None) -> t
     classes = check_classes(names)
     items = [SourceItem(str(f.relative_to(root)), label, str(f))
              for label, folder in enumerate(folders)
-             for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+             for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and visible(f)]
     if not items:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}/<class>/")
     return items, classes
@@ -242,6 +247,7 @@ def load_fitted(paths, size: int | None, progress: bool = False, desc: str = "lo
     the paths) label the skipped ones."""
     from ..progress import tqdm
 
+    check_image_size(size)  # a wrong size is the caller's error, not every image's
     imgs, keep, skipped = [], [], []
     for i, p in enumerate(tqdm(paths, disable=not progress, desc=desc)):
         try:
@@ -413,24 +419,24 @@ class TypographicDataset:
                                control=np.stack(control) if has_control else None,
                                source=[r["source"] for r in self.rows])
 
-    def stored(self, root: str | Path | None = None, progress: bool = False) -> PreferencePairs:
+    def stored(self, root: str | Path | None = None, progress: bool = False, verify: bool = True) -> PreferencePairs:
         """The set as ``PreferencePairs`` whose images are ``data.store.DiskArray`` files under ``root`` (default
         ``<build>/arrays``): written once, one image in memory at a time, and reused by later calls; training and
         evaluation then read a batch at a time, so memory does not grow with the set. Same content, bit for bit,
-        as ``arrays()``."""
+        as ``arrays()``. A stored set that is reused is checked first (``verify``: every array against its digest;
+        always: ``labels.json`` and the array headers): a damaged one is named in one warning line and written
+        again from the build."""
         from ..progress import tqdm
-        from .store import DiskArray, DiskArrayWriter
+        from .store import DiskArrayWriter
 
         root = Path(root) if root is not None else self.out_dir / "arrays"
         has_control = all(r.get("control_file") for r in self.rows)
         names = ["clean", "typo"] + (["control"] if has_control else [])
         done = root / "labels.json"
         if done.is_file():
-            labels = json.loads(done.read_text())
-            if labels.get("rows") == len(self.rows):
-                return PreferencePairs(**{nm: DiskArray(root / nm) for nm in names},
-                                       true=np.array(labels["true"]), written=np.array(labels["written"]),
-                                       source=labels["source"])
+            reused = self._reuse_stored(root, names, verify)
+            if reused is not None:
+                return reused
         writers = {nm: DiskArrayWriter(root / nm) for nm in names}
         try:
             last = (None, None)
@@ -452,6 +458,32 @@ class TypographicDataset:
         labels = {"rows": len(self.rows), "true": [int(r["true_label"]) for r in self.rows],
                   "written": [int(r["written_label"]) for r in self.rows], "source": [r["source"] for r in self.rows]}
         atomic_write_text(done, json.dumps(labels))
+        return PreferencePairs(**arrays, true=np.array(labels["true"]), written=np.array(labels["written"]),
+                               source=labels["source"])
+
+    def _reuse_stored(self, root: Path, names: list[str], verify: bool) -> PreferencePairs | None:
+        """The stored set under ``root`` if it is complete and intact, else None (a damaged one is removed with one
+        warning line, so that ``stored`` writes it again)."""
+        import logging
+
+        from .store import DiskArray
+
+        done = root / "labels.json"
+        try:
+            labels = json.loads(done.read_text())
+            if labels.get("rows") != len(self.rows):
+                return None
+            arrays = {nm: DiskArray(root / nm) for nm in names}
+            for a in arrays.values():
+                if len(a) != len(self.rows):
+                    raise ValueError(f"{a.path} holds {len(a)} rows for {len(self.rows)} pairs")
+                if verify:
+                    a.verify()
+        except (ValueError, KeyError, TypeError, AttributeError, FileNotFoundError) as e:
+            logging.getLogger("clipwb.data").warning("clipwb: the stored set under %s is damaged (%s); writing it "
+                                                     "again from the build", root, str(e).splitlines()[0][:200])
+            done.unlink(missing_ok=True)
+            return None
         return PreferencePairs(**arrays, true=np.array(labels["true"]), written=np.array(labels["written"]),
                                source=labels["source"])
 

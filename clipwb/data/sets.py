@@ -143,7 +143,7 @@ def eval_layout(path: str | Path, attack: str = "none") -> str:
             raise ValueError(f"{root} is a real typographic set (labels.csv): its images already carry the written "
                              f"word, so only --attack typographic applies (got {attack!r})")
         return "labels.csv"
-    if not any(p.is_dir() for p in root.iterdir()):
+    if not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         raise ValueError(f"--data {root} has neither labels.csv nor class folders: expected {EVAL_LAYOUTS}")
     return "image folder"
 

@@ -39,10 +39,14 @@ class DiskArray:
         if not head.is_file() or not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no finished disk array here (the header {head.name} is written "
                                     f"last, when the array is complete); write it again with DiskArrayWriter")
-        meta = json.loads(head.read_text())
-        self.shape = tuple(meta["shape"])
-        self.dtype = np.dtype(meta["dtype"])
-        self.digest = meta["digest"]
+        try:
+            meta = json.loads(head.read_text())
+            self.shape = tuple(int(v) for v in meta["shape"])
+            self.dtype = np.dtype(meta["dtype"])
+            self.digest = str(meta["digest"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{head}: not a readable disk-array header ({type(e).__name__}: {e}): it is truncated "
+                             f"or damaged; delete {head.name} and {self.path.name} and write the array again") from None
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         size = self.path.stat().st_size
@@ -75,6 +79,17 @@ class DiskArray:
     def fingerprint_token(self) -> str:
         """What the run cache hashes for this array (its shape, dtype and content digest)."""
         return f"DiskArray{self.dtype}{self.shape}{self.digest}"
+
+    def verify(self, chunk_bytes: int = 1 << 24) -> None:
+        """Read the whole file once and check it against the header's digest: bytes changed in place (same size)
+        raise a ValueError naming the file."""
+        h = hashlib.blake2b(digest_size=16)
+        with open(self.path, "rb") as f:
+            while block := f.read(chunk_bytes):
+                h.update(block)
+        if h.hexdigest() != self.digest:
+            raise ValueError(f"{self.path}: its content does not match the digest in {_header_path(self.path).name} "
+                             f"(the bytes changed after it was written); write the array again")
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _file(self) -> int:

@@ -67,8 +67,10 @@ class TypoRenderConfig:
 def variant_rng(seed: int, image_id: str | int, variant: int) -> np.random.Generator:
     """The generator of one typographic variant: a stable function of (seed, image id, variant), the same in
     every process (image ids are hashed with SHA-256, not Python's salted ``hash``)."""
+    from ..config import check_seed
+
     h = int(hashlib.sha256(str(image_id).encode()).hexdigest()[:15], 16)
-    return np.random.default_rng([int(seed), h, int(variant)])
+    return np.random.default_rng([check_seed("seed", seed), h, check_seed("variant", variant)])
 
 
 def check_classes(classes) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ def _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init
     if log_b is None:
         log_b = torch.full(log_k.shape[:-2] + (m,), -math.log(m), dtype=log_k.dtype, device=log_k.device)
     kappa = 1.0 if rho is None else rho / (rho + eps)
-    u0 = -math.log(n) if init == "uniform" else 0.0
+    u0, v0 = (-math.log(n), -math.log(m)) if init == "uniform" else (0.0, 0.0)
     k = log_k.detach() if detach else log_k
     row = row_first
     scaled = impl != "lse"
@@ -68,7 +68,7 @@ def _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init
         if kappa != 1.0:
             a = a * torch.exp(r * ((1.0 - kappa) / kappa))  # u~ = (a e^{(1-kappa) r / kappa} / E v)^kappa
         u = torch.exp(r + u0)  # u~ = e^r u
-        v = torch.ones_like(b)
+        v = torch.full_like(b, math.exp(v0))
         for _ in range(half_steps):
             if row:
                 u = a / mv(v)
@@ -84,7 +84,7 @@ def _sinkhorn(log_k, log_a, log_b, half_steps, rho, eps, row_first, detach, init
         log_u, log_v, state = u.log() - r, v.log(), (e, u, v)
     else:
         log_u = torch.zeros_like(log_a) + u0
-        log_v = torch.zeros_like(log_b)
+        log_v = torch.zeros_like(log_b) + v0
         for _ in range(half_steps):
             if row:
                 log_u = kappa * (log_a - torch.logsumexp(k + log_v.unsqueeze(-2), dim=-1))
@@ -105,7 +105,8 @@ def sinkhorn_log(log_k: torch.Tensor, log_a: torch.Tensor | None = None, log_b: 
 
     ``log_k`` (..., n, m); ``log_a`` (..., n) and ``log_b`` (..., m) default to uniform marginals. ``rho`` (with
     the kernel's ``eps``) makes the projections unbalanced. ``detach`` stops gradients through the scalings (the
-    plan still depends on log_k). ``init="uniform"`` starts from u = 1/n (POT's balanced solver), else u = v = 1.
+    plan still depends on log_k). ``init="uniform"`` starts from u = 1/n, v = 1/m (POT's balanced solver, and the
+authors' GCA-UOT code), else u = v = 1; a balanced plan does not depend on it, an unbalanced one does.
 
     ``impl`` picks how the projections are computed; both give the same plan (tested to 1e-10 in float64):
 
@@ -270,7 +271,7 @@ def gca_loss(s: torch.Tensor, pos: torch.Tensor | None = None, method: str = "gc
             raise ValueError("uot_form='reference' needs n_iters >= 1 (full Sinkhorn iterations)")
         k = s - 1.0 / eps  # the authors' kernel exp(-(1 - cos) / eps)
         log_p, log_u, log_v = sinkhorn_log(k, half_steps=2 * n_iters, rho=rho, eps=eps, detach=detach,
-                                           return_scalings=True)
+                                           init="uniform", return_scalings=True)  # u = v = 1/n, as they start
         ce = _ce(log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), tgt)
         if r2 == 0:
             return r1 * ce

@@ -130,7 +130,7 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, name: str, preproces
 
     ``open_clip.create_model_and_transforms('local-dir:' + out_dir)`` / ``get_tokenizer('local-dir:' + out_dir)``,
     ``create_model_and_transforms(name, pretrained=out_dir/'open_clip_model.safetensors')`` and, once the folder
-    is uploaded (``huggingface-cli upload <user>/<repo> out_dir``), ``'hf-hub:<user>/<repo>'`` load it.
+    is uploaded (``hf upload <user>/<repo> out_dir``, huggingface_hub >= 1.0), ``'hf-hub:<user>/<repo>'`` load it.
     ``model_cfg``: the architecture's open_clip config where ``name`` is not a registered one (a custom model).
     The legacy pickled ``open_clip_pytorch_model.bin`` is not written (safetensors only).
     """
@@ -304,6 +304,65 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
         f"or 'local-dir:/folder'")
 
 
+def read_open_clip_config(path: Path) -> dict:
+    """An ``open_clip_config.json`` (the Hugging Face layout's config) as a dict, or a ModelSpecError naming the file
+    when it is not valid JSON or not a JSON object (e.g. ``null`` after an interrupted write)."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelSpecError(f"{path} is not valid JSON ({e}): write it again with clipwb.models.save_model (or "
+                             f"open_clip's push_to_hf_hub layout)") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg", {}), dict):
+        raise ModelSpecError(f"{path} holds {type(cfg).__name__ if not isinstance(cfg, dict) else 'a model_cfg'} "
+                             f"that is not a JSON object: an open_clip config is an object with 'model_cfg' "
+                             f"(and 'preprocess_cfg'); write it again with clipwb.models.save_model")
+    return cfg
+
+
+def _model_name(cfg: dict, default):
+    meta = cfg.get("clipwb")
+    return meta.get("model_name", default) if isinstance(meta, dict) else default
+
+
+def _tiny_weights(pretrain_cfg, cache: str | None, info: dict) -> str:
+    """The tiny model's weights file (shipped, or of ``pretrain_cfg`` in the cache dir); never trains."""
+    key = tiny_weights_key(pretrain_cfg) if pretrain_cfg is not None else default_tiny_key(TINY_NAME)
+    path, exists = tiny_weights_path(key, cache, TINY_NAME if pretrain_cfg is None else pretrain_cfg.model_name)
+    if not exists:
+        raise WeightsNotCachedError(
+            f"no pretrained tiny weights {path.name} (looked in {WEIGHTS_DIR} and {path.parent}): train them "
+            f"with `python -m clipwb pretrain` (--config FILE for a non-default PretrainConfig, --cache-dir "
+            f"DIR for another cache) or clipwb.training.pretrain.ensure_tiny_weights(cfg)")
+    log = path.with_suffix(".json")
+    if log.is_file():
+        info["pretrain_log"] = str(log)
+    return str(path)
+
+
+def _load_local_dir(folder: Path, spec: str, device, info: dict) -> LoadedModel:
+    """``local-dir:FOLDER``: open_clip's Hugging Face layout (``open_clip_config.json`` + weights), checked first."""
+    import open_clip
+
+    cfg_file = folder / "open_clip_config.json"
+    if not cfg_file.is_file():
+        raise ModelSpecError(f"{folder} is not an open_clip local dir: expected {cfg_file} and "
+                             f"open_clip_model.safetensors (write one with clipwb.models.save_model)")
+    wfiles = [folder / f for f in LOCAL_DIR_WEIGHTS if (folder / f).is_file()]
+    if not wfiles:
+        # open_clip would build a randomly initialised model and say nothing
+        raise ModelSpecError(f"{folder} has {cfg_file.name} but no weights ({' or '.join(LOCAL_DIR_WEIGHTS)}): "
+                             f"a model without them is randomly initialised; copy the weights file into the "
+                             f"folder (clipwb.models.save_model writes both)")
+    cfgj = read_open_clip_config(cfg_file)
+    check_weights_file(wfiles[0])
+    name = _model_name(cfgj, "local-dir")
+    with _checkpoint_errors(wfiles[0], name if name != "local-dir" else "the config's model"):
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    model.eval()
+    return LoadedModel(model, preprocess, tokenizer, name, spec, str(folder), info)
+
+
 def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, cache: str | None = None,
                pretrain_cfg=None) -> LoadedModel:
     """Model spec -> LoadedModel(model, preprocess, tokenizer, ...) in eval mode. See the module docstring.
@@ -318,41 +377,9 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
     kind, name, arg = parse_spec(spec)
     info: dict = {"kind": kind}
     if kind == "tiny":
-        key = tiny_weights_key(pretrain_cfg) if pretrain_cfg is not None else default_tiny_key(TINY_NAME)
-        path, exists = tiny_weights_path(key, cache, TINY_NAME if pretrain_cfg is None else pretrain_cfg.model_name)
-        if not exists:
-            raise WeightsNotCachedError(
-                f"no pretrained tiny weights {path.name} (looked in {WEIGHTS_DIR} and {path.parent}): train them "
-                f"with `python -m clipwb pretrain` (--config FILE for a non-default PretrainConfig, --cache-dir "
-                f"DIR for another cache) or clipwb.training.pretrain.ensure_tiny_weights(cfg)")
-        weights = str(path)
-        log = Path(weights).with_suffix(".json")
-        if log.is_file():
-            info["pretrain_log"] = str(log)
+        weights = _tiny_weights(pretrain_cfg, cache, info)
     elif kind == "local-dir":
-        folder = Path(arg)
-        cfg_file = folder / "open_clip_config.json"
-        if not cfg_file.is_file():
-            raise ModelSpecError(f"{folder} is not an open_clip local dir: expected {cfg_file} and "
-                                 f"open_clip_model.safetensors (write one with clipwb.models.save_model)")
-        wfiles = [folder / f for f in LOCAL_DIR_WEIGHTS if (folder / f).is_file()]
-        if not wfiles:
-            # open_clip would build a randomly initialised model and say nothing
-            raise ModelSpecError(f"{folder} has {cfg_file.name} but no weights ({' or '.join(LOCAL_DIR_WEIGHTS)}): "
-                                 f"a model without them is randomly initialised; copy the weights file into the "
-                                 f"folder (clipwb.models.save_model writes both)")
-        try:
-            cfgj = json.loads(cfg_file.read_text())
-        except ValueError as e:
-            raise ModelSpecError(f"{cfg_file} is not valid JSON ({e}): write it with clipwb.models.save_model") \
-                from None
-        check_weights_file(wfiles[0])
-        with _checkpoint_errors(wfiles[0], cfgj.get("clipwb", {}).get("model_name", "the config's model")):
-            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
-        name = cfgj.get("clipwb", {}).get("model_name", "local-dir")
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-        model.eval()
-        return LoadedModel(model, preprocess, tokenizer, name, spec, str(folder), info)
+        return _load_local_dir(Path(arg), spec, device, info)
     elif kind == "file":
         path = Path(arg)
         if not path.is_file():
@@ -360,7 +387,7 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
         check_weights_file(path)
         if name is None:
             side = path.parent / "open_clip_config.json"
-            name = json.loads(side.read_text()).get("clipwb", {}).get("model_name") if side.is_file() else None
+            name = _model_name(read_open_clip_config(side), None) if side.is_file() else None
             if name is None:
                 raise ModelSpecError(f"{path}: which architecture? Write the spec as NAME:{path} (e.g. "
                                      f"ViT-B-32:{path}) or save with clipwb.models.save_model, which puts "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import profiles
-from ..config import with_overrides
+from ..config import check_seed, with_overrides
 from ..evaluation.zeroshot import OBJECT_TEMPLATES
 from ..losses.po import KTO_Z0, po_method, po_methods
 from ..precision import check_precision
@@ -60,6 +60,7 @@ class POConfig:
         for name in ("batch_size", "epochs", "last_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_seed("seed", self.seed)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.label_smoothing < 0.5:

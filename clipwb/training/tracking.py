@@ -17,6 +17,27 @@ def check_report_to(report_to) -> tuple[str, ...]:
     return report_to
 
 
+def check_trackers(report_to, out_dir: str | Path | None) -> tuple[str, ...]:
+    """Everything the trackers need, checked before any data are built or any step runs: known names, an out_dir,
+    the tensorboard package, and a writable ``<out_dir>/tensorboard`` (TensorBoard's writer thread would otherwise
+    fail later with a traceback of its own)."""
+    from ..fileio import check_writable_dir
+
+    report_to = check_report_to(report_to)
+    if not report_to:
+        return report_to
+    if out_dir is None:
+        raise ValueError(f"report_to={list(report_to)} needs out_dir: the events are written under "
+                         f"<out_dir>/tensorboard")
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ValueError("report_to='tensorboard' needs the tensorboard package: pip install tensorboard "
+                         "(or pip install 'clipwb[tensorboard]'), or leave report_to empty") from None
+    check_writable_dir(Path(out_dir) / "tensorboard", "TensorBoard folder")
+    return report_to
+
+
 class StepTrackers:
     """Scalars of every step to the trackers in ``report_to`` (none: does nothing)."""
 
@@ -25,14 +46,9 @@ class StepTrackers:
         self.writer = None
         if not self.report_to or not enabled:
             return
-        if out_dir is None:
-            raise ValueError(f"report_to={list(self.report_to)} needs out_dir: the events are written under "
-                             f"<out_dir>/tensorboard")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError("report_to='tensorboard' needs the tensorboard package: pip install tensorboard "
-                              "(or pip install 'clipwb[tensorboard]'), or leave report_to empty") from None
+        check_trackers(self.report_to, out_dir)
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
 
     def log(self, step: int, row: dict, prefix: str = "train/") -> None:

@@ -90,6 +90,9 @@ class WorldConfig:
                 self.mix_sign)
 
     def __post_init__(self):
+        from ..config import check_seed
+
+        check_seed("WorldConfig.seed", self.seed)
         shares = self.mix_shares()
         if min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
             raise ValueError(f"mixture shares must be >= 0 and sum to 1, got {shares}")
