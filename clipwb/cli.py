@@ -402,7 +402,8 @@ def _add_report(sub) -> None:
 def _add_cache(sub) -> None:
     c = sub.add_parser("cache", formatter_class=_Help,
                        help="list, verify (digest check) or clear the run cache's entries ($CLIPWB_CACHE/runs)")
-    c.add_argument("action", choices=["list", "verify", "clear"])
+    c.add_argument("action", choices=["list", "verify", "clear"],
+                   help="list the entries, verify them against their digests (exit 1 if any is broken), or clear some")
     c.add_argument("--kind", default=None, help="only entries of this kind (e.g. po-run, ref-logprobs, gca)")
     c.add_argument("--older-than", default=None, metavar="AGE",
                    help="only entries older than AGE: 30 (days), 7d, 12h, 90m, 2w")

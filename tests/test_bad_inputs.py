@@ -248,7 +248,8 @@ def test_hidden_folders_and_files_are_never_data(tmp_path):
     assert arr["classes"] == ("cat", "dog") and len(arr["images"]) == 2 and not arr["skipped_corrupt"]
 
 
-def test_train_po_reports_unreadable_images(tiny, tmp_path, capsys):
+def test_train_po_reports_unreadable_images(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIPWB_NO_PROGRESS", "1")  # main() sets it for --no-progress; restored after the test
     root = _folder(tmp_path)
     for c in ("cat", "dog", "car", "cup"):
         (root / c).mkdir(exist_ok=True)

@@ -143,3 +143,27 @@ def test_kto_mismatched_reference_point_follows_trl():
     nxt = y_w[1:] + y_w[:1]
     kl_next = torch.stack([pol[i, y] - ref[i, y] for i, y in enumerate(nxt)]).mean().clamp(min=0)
     assert abs(kl_next.item() - kl.item()) > 1e-3
+
+
+def test_extreme_or_non_finite_log_probs_stay_finite_or_are_refused():
+    """IPO on log-ratios from logits of +-1e30 gives a large finite loss (its square is taken in float64 where float32
+    overflows); a -inf (or NaN) log-prob, where a log-ratio is undefined, is refused by name for every method that
+    reads it instead of returning NaN."""
+    logits = torch.tensor([[1e30, -1e30, 0.0], [0.0, 1e30, -1e30]])
+    pol = torch.log_softmax(logits, -1)
+    ref = torch.log_softmax(torch.zeros(2, 3), -1)
+    yw, yl = torch.tensor([0, 1]), torch.tensor([1, 2])
+    for m in ("dpo", "ipo", "kto", "ce"):
+        loss, _ = po_loss(m, pol, ref, yw, yl, ref, ref, lam=1.0)
+        assert torch.isfinite(loss), m
+    bad = ref.clone()
+    bad[0, 1] = -math.inf
+    for m in ("dpo", "ipo", "kto"):
+        with pytest.raises(ValueError, match="reference log-probs hold 1 non-finite value"):
+            po_loss(m, ref, bad, yw, yl, ref, ref)
+        with pytest.raises(ValueError, match="clean images' reference log-probs"):
+            po_loss(m, ref, ref, yw, yl, ref, bad)
+    nan_pol = ref.clone()
+    nan_pol[1, 0] = math.nan
+    with pytest.raises(ValueError, match="policy's log-probs"):
+        po_loss("ce", nan_pol, None, yw, yl)
