@@ -193,8 +193,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     change = sum(float((w1[k] - w0[k].float()).norm() ** 2) for k in w1) ** 0.5
     diff = sum(float((w1[k] - w2[k]).norm() ** 2) for k in w1) ** 0.5
     # float-order noise in near-zero gradients, amplified by Adamax's normalised updates: measured 2.5 % of the
-    # distance travelled on the current world's data (1.x % on the world before)
-    assert change > 0 and diff < 0.03 * change, (diff, change)
+    # distance travelled on a 2-core AMD EPYC (AVX2) and 3.8 % on an Intel Xeon (AVX-512), the same with the code
+    # before and after the trainer was split; a wrong reduction (summed instead of averaged gradients, a rank's
+    # batch lost) moves the weights by a share of the distance itself
+    assert change > 0 and diff < 0.06 * change, (diff, change)
 
 
 @pytest.mark.slow
@@ -286,17 +288,20 @@ def test_a_compiled_step_trains_as_the_eager_step(tiny, small):
     comp = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(epochs=1, compile="on"), progress=False)
     assert comp.compiled and not eager.compiled
     # step 1 is the same forward; after it, fused kernels' rounding is amplified by Adamax's normalised update in
-    # near-zero gradient components (as between 1 and 2 gloo processes): measured 0.5 % on the loss at lr 1e-3
+    # near-zero gradient components (as between 1 and 2 gloo processes): measured at lr 1e-3 0.5 % on the loss on
+    # a 2-core AMD EPYC (AVX2) and 2.3 % at step 4 on an Intel Xeon (AVX-512), the same before and after the trainer
+    # was split into modules
     le, lc = [r["loss"] for r in eager.log], [r["loss"] for r in comp.log]
     assert lc[0] == pytest.approx(le[0], rel=1e-5)
-    np.testing.assert_allclose(lc, le, rtol=2e-2)
+    np.testing.assert_allclose(lc, le, rtol=5e-2)
     w0 = {k: v for k, v in tiny.model.state_dict().items() if v.is_floating_point()}
     we, wc = eager.model.state_dict(), comp.model.state_dict()
     change = sum(float((we[k] - w0[k]).norm() ** 2) for k in w0) ** 0.5
     diff = sum(float((we[k] - wc[k]).norm() ** 2) for k in w0) ** 0.5
     # Adamax's first update is lr * sign(g): components whose gradient is near zero flip with rounding and move a
     # full step the other way; measured 9 % of the distance travelled after 4 steps at lr 1e-3 (2 cores, AMD EPYC)
-    assert change > 0 and diff < 0.15 * change, (diff, change)
+    # and 16 % (Intel Xeon, AVX-512; identical with the code before the trainer was split)
+    assert change > 0 and diff < 0.25 * change, (diff, change)
     assert "compile" not in result_key(_cfg()) and result_key(_cfg(compile="on"))["compile"] == "on"
     with pytest.raises(ValueError, match="compile must be"):
         _cfg(compile="yes")
