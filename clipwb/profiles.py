@@ -51,9 +51,11 @@ PROFILES: dict[str, dict[str, dict]] = {
         "full": {"n_train": 4000, "n_test": 1024, "k": 3},
     },
     "02_po_training": {
+        # seeds: training seeds of every method on the same data (sweeps stay at one seed)
         "quick": {"n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1}, "sweep_beta": [0.3, 3.0],
-                  "sweep_lam": [0.1]},
-        "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "sweep_beta": [0.3, 3.0], "sweep_lam": [0.1, 5.0]},
+                  "sweep_lam": [0.1], "seeds": [0, 1]},
+        "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "sweep_beta": [0.3, 3.0], "sweep_lam": [0.1, 5.0],
+                 "seeds": [0, 1, 2]},
     },
     "03_disentanglement": {
         "quick": {"n": 96, "steps": 60},
@@ -78,10 +80,11 @@ PROFILES: dict[str, dict[str, dict]] = {
                  "n_shapes": 180},
     },
     "07_defences": {
+        # n_val: validation images (world's val split) on which strengths are chosen; seeds as notebook 02's
         "quick": {"n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1}, "alphas": [0.5],
-                  "ts": [1.0], "select_n": 48},
+                  "ts": [1.0], "select_n": 32, "n_val": 32, "seeds": [0, 1]},
         "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "alphas": [0.25, 0.5, 0.75],
-                 "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024},
+                 "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024, "n_val": 1024, "seeds": [0, 1, 2]},
     },
 }
 

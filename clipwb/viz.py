@@ -120,8 +120,17 @@ def accuracy_bars(values: dict[str, float], title: str = "", ylabel: str = "top-
     return _save(fig, save)
 
 
-def grouped_bars(table: dict[str, dict[str, float]], title: str = "", ylabel: str = "top-1", save=None):
-    """Grouped bars: ``table[group][metric]`` (e.g. one group per dataset, one bar per metric)."""
+def _yerr(ci, v):
+    """A [low, high] interval as matplotlib's asymmetric error (2, 1), or None."""
+    if ci is None or v is None or not np.isfinite(v):
+        return None
+    return np.array([[max(0.0, v - ci[0])], [max(0.0, ci[1] - v)]])
+
+
+def grouped_bars(table: dict[str, dict[str, float]], title: str = "", ylabel: str = "top-1", save=None,
+                 errors: dict[str, dict[str, list]] | None = None):
+    """Grouped bars: ``table[group][metric]`` (e.g. one group per dataset, one bar per metric); ``errors[group]
+    [metric]`` = [low, high] draws each bar's 95 % interval."""
     groups = list(table)
     metrics = list(dict.fromkeys(m for g in groups for m in table[g]))
     width = 0.8 / max(1, len(metrics))
@@ -130,9 +139,13 @@ def grouped_bars(table: dict[str, dict[str, float]], title: str = "", ylabel: st
     for j, m in enumerate(metrics):
         vals = [table[g].get(m, np.nan) for g in groups]
         bars = ax.bar(x + (j - (len(metrics) - 1) / 2) * width, vals, width, label=m)
-        for b, v in zip(bars, vals):
+        for b, v, g in zip(bars, vals, groups):
+            err = _yerr((errors or {}).get(g, {}).get(m), v)
+            if err is not None:
+                ax.errorbar(b.get_x() + b.get_width() / 2, v, yerr=err, color="black", lw=0.8, capsize=2)
             if np.isfinite(v):
-                ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+                ax.text(b.get_x() + b.get_width() / 2, v + (err[1, 0] if err is not None else 0) + 0.01,
+                        f"{v:.2f}", ha="center", fontsize=7)
     ax.set_xticks(x, groups, fontsize=8)
     ax.set(ylim=(0, 1.1), ylabel=ylabel, title=title)
     ax.legend(fontsize=7, ncol=len(metrics), loc="upper center")
@@ -199,8 +212,9 @@ def tradeoff(points: dict[str, dict[str, dict]], reference: dict, x: str = "clea
         c = plt.cm.tab10(i % 10)
         for kind, marker in (("raw", "o"), ("avg", "s")):
             if kind in res:
-                ax.scatter([res[kind][x]], [res[kind][y]], color=c, marker=marker, s=50,
-                           label=f"{name} ({kind})")
+                r = res[kind]
+                ax.errorbar([r[x]], [r[y]], xerr=_yerr(r.get(f"{x}_ci"), r[x]), yerr=_yerr(r.get(f"{y}_ci"), r[y]),
+                            color=c, marker=marker, ms=6, lw=0.8, capsize=2, label=f"{name} ({kind})")
     ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="robustness vs clean accuracy")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
@@ -210,8 +224,9 @@ def tradeoff(points: dict[str, dict[str, dict]], reference: dict, x: str = "clea
 
 def defence_pareto(results: dict[str, dict], curves: dict[str, list[dict]] | None = None, x: str = "clean_top1",
                    y: str = "typo_top1", save=None):
-    """Clean vs typographic top-1, one marker per defence (the zero-shot model a star), and each curve of
-    ``curves`` (rows along a strength, e.g. PAINT's alpha) as a line; the Pareto front of the markers dashed."""
+    """Clean vs typographic top-1, one marker per defence (the zero-shot model a star) with its 95 % intervals
+    (``<x>_ci``, ``<y>_ci``), and each curve of ``curves`` (rows along a strength, e.g. PAINT's alpha) as a line;
+    the Pareto front of the markers dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, (name, rows) in enumerate((curves or {}).items()):
         ax.plot([r[x] for r in rows], [r[y] for r in rows], color=plt.cm.tab20(2 * (i % 10) + 1), lw=1.2,
@@ -226,8 +241,11 @@ def defence_pareto(results: dict[str, dict], curves: dict[str, list[dict]] | Non
         ax.plot(*zip(*front), ls="--", color="grey", lw=0.8, zorder=0, label="Pareto front")
     for i, (name, r) in enumerate(results.items()):
         star = name == "zero_shot"
-        ax.scatter([r[x]], [r[y]], s=180 if star else 55, marker="*" if star else "o",
-                   color="black" if star else plt.cm.tab20(2 * (i % 10)), zorder=3, label=name)
+        color = "black" if star else plt.cm.tab20(2 * (i % 10))
+        ax.errorbar([r[x]], [r[y]], xerr=_yerr(r.get(f"{x}_ci"), r[x]), yerr=_yerr(r.get(f"{y}_ci"), r[y]),
+                    color=color, lw=0.7, capsize=2, zorder=2, fmt="none")
+        ax.scatter([r[x]], [r[y]], s=180 if star else 55, marker="*" if star else "o", color=color, zorder=3,
+                   label=name)
     ax.set(xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), title="defences: robustness vs clean accuracy")
     ax.legend(fontsize=7, ncol=2, loc="best")
     ax.grid(alpha=0.3)

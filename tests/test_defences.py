@@ -198,7 +198,8 @@ def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
         assert set(r) == set(D.KEYS) and all(v is not None for v in r.values()), d
         assert 0 <= r["clean_top1"] <= 1 and r["kl_drift"] >= -1e-9 and r["train_seconds"] >= 0
     zs = table["zero_shot"]
-    assert zs["recovery"] == 0.0 and zs["kl_drift"] == 0.0 and zs["trainable_params"] == 0
+    assert zs["reading_recovery"] == 0.0 and zs["presence_recovery"] == 0.0 and zs["kl_drift"] == 0.0
+    assert zs["trainable_params"] == 0
     assert table["defense_prefix"]["trainable_params"] == token_embedding(tiny.model).weight.shape[1]
     assert table["head_ablation"]["trainable_params"] == 0
     assert runs.details["paint_ce"]["alpha"] in (0.0, 0.5, 1.0)
@@ -216,3 +217,34 @@ def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
     assert again.table() == table
     with pytest.raises(ValueError, match="unknown defences"):
         D.compare_defences(tiny, classes, sets, only=("zero_shot", "magic"))
+
+
+def test_the_validation_split_is_disjoint_and_chooses_strengths_whatever_the_test_images(tiny, tmp_path):
+    from clipwb.data.builders import export_image_folder, read_manifest
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays
+    from clipwb.experiments import defences as D
+
+    world = World()
+    classes, sets, builds = attack_arrays("world", world=world, n_train=24, n_test=12, n_val=16,
+                                          cfg=AttackSetsConfig(k=1, seed=0), root=tmp_path / "sets", progress=False)
+    ids = {n: {r["source"] for r in read_manifest(b.out_dir)} for n, b in builds.items()}
+    assert ids["val"] and not ids["val"] & ids["train"] and not ids["val"] & ids["test"]
+    assert len(sets["val"]["typo"]) == 16 and "control" in sets["val"]
+    # an image folder: validation sources are carved from the training ones and leave them
+    imgs = world.generate(40, "train", "object")
+    root = export_image_folder(imgs.images, imgs.labels("class_name", world.classes), world.classes, tmp_path / "f")
+    _, fsets, fbuilds = attack_arrays(str(root), n_val=6, cfg=AttackSetsConfig(k=1, seed=0, word_frac=0.4),
+                                      root=tmp_path / "fsets", progress=False)
+    fids = {n: {r["source"] for r in read_manifest(b.out_dir)} for n, b in fbuilds.items()}
+    assert len(fids["val"]) == 6 and not fids["val"] & fids["train"] and not fids["val"] & fids["test"]
+    # the steering strength is chosen on val: other test images change the test metrics, never the choice
+    kw = dict(only=("zero_shot", "steering"), ts=(1.0, 2.0), select_n=16, progress=False)
+    a = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 8, "epochs": 1}, **kw)
+    other = {**sets, "test": {k: v[::-1][:8] if hasattr(v, "__len__") and len(v) == len(sets["test"]["true"])
+                              else v for k, v in sets["test"].items()}}
+    b = D.compare_defences(tiny, classes, other, "embedded", {"batch_size": 8, "epochs": 1}, **kw)
+    assert a.details["steering"]["selected_on"] == "val"
+    assert a.details["steering"]["t"] == b.details["steering"]["t"]
+    sel = lambda runs: [(r["t"], r["select_clean_top1"], r["select_typo_top1"]) for r in runs.curves["steering"]]  # noqa: E731
+    assert sel(a) == sel(b)
+    assert a.results["zero_shot"]["typo_top1_ci"] != b.results["zero_shot"]["typo_top1_ci"]

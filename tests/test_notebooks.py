@@ -101,6 +101,13 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
             assert isinstance(v, int) and v >= (0 if key.startswith("skipped_") else 1), (key, v)
         else:
             assert 0.0 <= v <= 1.0, (key, v)
+    if nb.name[:2] in ("02", "07"):  # the evidence: intervals, seeds, paired verdicts
+        lo, hi = metrics["kto_typo_top1_ci"]
+        assert lo <= metrics["kto_typo_top1"] <= hi and metrics["seeds"] == [0, 1]
+        assert metrics["kto_typo_top1_std"] >= 0
+        rows = metrics["verdicts"]["rows"]
+        assert rows and all(r["ci_pts"][0] <= r["diff_pts"] <= r["ci_pts"][1] and isinstance(r["significant"], bool)
+                            for r in rows)
     assert (tmp_path / f"{nb.stem}.html").is_file()
     executed = nbformat.read(tmp_path / nb.name, as_version=4)
     own_warnings = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs

@@ -95,7 +95,7 @@ def test_a_defence_registered_from_outside_runs_through_compare_defences(tiny, t
     clf = model_classifier(tiny.model, tiny.tokenizer, classes, readme_plugins["IgnoreTextPrompt"].prompts)
     assert ctx.evaluate(clf)["typo_top1"] == row["typo_top1"]
     # and a second comparison reads it from the run cache: fit is not called again
-    readme_plugins["IgnoreTextPrompt"].fit = lambda self, ctx: pytest.fail("refitted a cached defence")
+    readme_plugins["IgnoreTextPrompt"].fit = lambda self, ctx, seed=None: pytest.fail("refitted a cached defence")
     again = D.compare_defences(tiny, classes, sets, "embedded", {"batch_size": 8, "epochs": 1},
                                only=("zero_shot", "ignore_text_prompt"), select_n=16, progress=False)
     assert again.table() == runs.table()

@@ -52,3 +52,26 @@ def test_paired_test_on_hand_built_predictions():
     assert not paired_test(c, ~c)["significant"] and mcnemar_exact(c, ~c) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same"):
         paired_test(a, a[:10])
+
+
+def test_seeds_aggregate_and_scores_pack_into_json():
+    from clipwb.evaluation.stats import aggregate_seeds, image_ci, pack_correct, unpack_correct
+
+    rng = np.random.default_rng(0)
+    c = [{"typo": rng.random(300) < p, "clean": rng.random(300) < 0.9} for p in (0.6, 0.7, 0.65)]
+    packed = pack_correct(c[0])
+    assert all(np.array_equal(v, c[0][k]) for k, v in unpack_correct(packed).items())
+    m = [{"typo_top1": float(x["typo"].mean()), "clean_top1": float(x["clean"].mean()), "note": "x"} for x in c]
+    agg, scores = aggregate_seeds(m, c, seeds=(0, 1, 2))
+    assert agg["typo_top1"] == pytest.approx(np.mean([x["typo_top1"] for x in m]))
+    assert agg["typo_top1_seeds"] == [x["typo_top1"] for x in m] and agg["typo_top1_std"] > 0
+    assert agg["typo_top1_seed_ci"][0] < agg["typo_top1"] < agg["typo_top1_seed_ci"][1]
+    assert agg["typo_top1_ci"][0] < agg["typo_top1"] < agg["typo_top1_ci"][1] and agg["seeds"] == [0, 1, 2]
+    assert "note" not in agg and scores["typo"].max() <= 1 and len(scores["typo"]) == 300
+    one, _ = aggregate_seeds(m[:1], c[:1])
+    assert one == m[0]
+    # seed-averaged scores: a bootstrap interval, and paired verdicts from it (no exact test)
+    lo, hi = image_ci(scores["typo"])
+    assert lo < scores["typo"].mean() < hi
+    res = paired_test(scores["clean"], scores["typo"])
+    assert res["p_mcnemar"] is None and res["significant"] and res["ci"][0] > 0

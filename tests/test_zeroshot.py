@@ -69,3 +69,49 @@ def test_recovery_is_the_share_of_the_reading_damage_undone():
     assert math.isnan(r["recovery_heldout"]) and "recovery_note" not in r
     assert recovery(before, before)["recovery"] == 0.0
     assert recovery({"typo_top1": 0.2}, before)["recovery"] < 0
+
+
+def test_damage_takes_presence_and_reading_apart():
+    """The issue's numbers: before PO clean 0.903, control 0.61, attack 0.434; after KTO control = attack = 0.78."""
+    import math
+
+    from clipwb.evaluation.typographic import damage
+
+    before = {"clean_top1": 0.903, "control_top1": 0.61, "typo_top1": 0.434, "typo_note_top1": 0.3}
+    after = {"clean_top1": 0.905, "control_top1": 0.78, "typo_top1": 0.78}
+    d = damage(after, before)
+    assert d["presence_damage"] == pytest.approx(0.125) and d["reading_damage"] == pytest.approx(0.0)
+    assert d["reading_recovery"] == pytest.approx(1.0)  # the reading damage is gone
+    assert d["presence_recovery"] == pytest.approx(1 - 0.125 / 0.293)  # text by its presence costs less
+    assert "presence_damage_note" not in d  # no control for that family
+    assert damage(before)["reading_damage"] == pytest.approx(0.176) and "reading_recovery" not in damage(before)
+    same = damage(before, before)
+    assert same["reading_recovery"] == 0.0 and same["presence_recovery"] == 0.0
+    flat = {"clean_top1": 0.5, "control_top1": 0.5, "typo_top1": 0.5}
+    assert math.isnan(damage(flat, flat)["reading_recovery"])
+
+
+def test_classifier_eval_gives_wilson_intervals_and_per_image_correctness(tiny):
+    from clipwb.evaluation.classifier import model_classifier
+    from clipwb.evaluation.stats import wilson_ci
+    from clipwb.evaluation.typographic import classifier_eval
+    from clipwb.evaluation.zeroshot import top1, zero_shot_logits
+    from clipwb.world import World
+
+    w = World()
+    clean = w.generate(40, "test", "object")
+    typo = w.generate(40, "test", "typographic")
+    classes = w.classes
+    sets = {"test": {"clean": clean.images, "typo": typo.images, "true": clean.labels("class_name", classes),
+                     "written": typo.labels("text", classes)}}
+    sets["test"]["true"] = typo.labels("class_name", classes)  # the attacked images' classes
+    sets["test"]["clean"] = typo.images  # any images with those labels: the evaluation only needs pairs of arrays
+    clf = model_classifier(tiny.model, tiny.tokenizer, classes)
+    m, correct = classifier_eval(clf, sets, return_correct=True)
+    assert m["clean_top1"] == top1(zero_shot_logits(tiny.model, tiny.tokenizer, sets["test"]["clean"], classes),
+                                   sets["test"]["true"])
+    assert correct["typo"].dtype == bool and len(correct["typo"]) == 40
+    assert m["typo_top1"] == correct["typo"].mean()
+    assert m["typo_top1_ci"] == list(wilson_ci(int(correct["typo"].sum()), 40))
+    assert m["typo_top1_ci"][0] <= m["typo_top1"] <= m["typo_top1_ci"][1]
+    assert classifier_eval(clf, sets) == m

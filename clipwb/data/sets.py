@@ -5,7 +5,11 @@
 - ``test_heldout``: the same held-out source images attacked with fonts and words never used in ``train``
   (``split_attacks``), to measure whether a defence generalises to unseen attacks;
 - ``test_note``: the same held-out source images with the training words written as a note (dark ink on a light
-  paper patch, as the handwritten notes of RTA-100), a style never used in training attacks.
+  paper patch, as the handwritten notes of RTA-100), a style never used in training attacks;
+- ``val`` (when asked for, ``n_val``): a validation split attacked as ``train`` and ``test`` are, on source images
+  in neither (the world's ``val`` split; for image folders, sources carved from the training ones and recorded),
+  on which open strengths (PAINT's alpha, the steering map's t) are chosen, so that no test image and no image a
+  model was trained on chooses them.
 
 Every variant also has a control image: a word that is no class name, drawn exactly as the attack's class name
 (same font, size, colours and centre), so that "what reading costs" is separated from "what text costs".
@@ -26,7 +30,7 @@ from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typograph
                        split_items, world_source)
 from .typographic import REFERENCE_SIZE_FRAC, TYPO_FONTS, TypoRenderConfig, split_attacks
 
-SET_NAMES = ("train", "test", "test_heldout", "test_note")
+SET_NAMES = ("train", "val", "test", "test_heldout", "test_note")
 
 
 @dataclass(frozen=True)
@@ -70,15 +74,38 @@ def source_items(source: str, *, world=None, n_train: int | None = None, n_test:
     return train[:n_train], test[:n_test], classes
 
 
+def val_items(source: str, train_items: list[SourceItem], n_val: int, *, world=None, seed: int = 0,
+              progress: bool = True) -> tuple[list[SourceItem], list[SourceItem]]:
+    """(training items, validation items): ``n_val`` images of the world's ``val`` split (the training items
+    unchanged), or, for image folders, ``n_val`` source images carved from the training items (seeded; they leave
+    the training items)."""
+    if n_val < 1:
+        raise ValueError(f"n_val must be >= 1 validation source images, got {n_val}")
+    if source == "world":
+        val, _ = world_source(world, n_val, "val", progress=progress)
+        return train_items, val
+    sources = sorted({it.source for it in train_items})
+    if n_val >= len(sources):
+        raise ValueError(f"n_val={n_val} would take every one of the {len(sources)} training source images: lower "
+                         f"n_val")
+    picked = set(np.random.default_rng([seed, 5]).permutation(sources)[:n_val].tolist())
+    return [it for it in train_items if it.source not in picked], [it for it in train_items if it.source in picked]
+
+
 def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem], classes, root: str | Path,
-                      cfg: AttackSetsConfig | None = None, world=None,
-                      progress: bool = True) -> dict[str, BuildResult]:
-    """Build (or reuse) the three standard sets under ``root``; returns ``{name: BuildResult}``."""
+                      cfg: AttackSetsConfig | None = None, world=None, progress: bool = True,
+                      val: list[SourceItem] | None = None) -> dict[str, BuildResult]:
+    """Build (or reuse) the standard sets under ``root`` (and ``val`` from its items when given); returns
+    ``{name: BuildResult}``."""
     cfg = cfg or AttackSetsConfig()
-    shared = {it.source for it in train_items} & {it.source for it in test_items}
-    if shared:
-        raise ValueError(f"{len(shared)} source images are in both the training and held-out items, e.g. "
-                         f"{sorted(shared)[:2]}: split by source first (split_items)")
+    parts = {"training": train_items, "held-out": test_items, "validation": val or []}
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = {it.source for it in parts[a]} & {it.source for it in parts[b]}
+            if shared:
+                raise ValueError(f"{len(shared)} source images are in both the {a} and {b} items, e.g. "
+                                 f"{sorted(shared)[:2]}: split by source first (split_items, val_items)")
     size_frac = cfg.size_frac or (world.config.text_size if world is not None else REFERENCE_SIZE_FRAC)
     placement = cfg.placement or (world.config.text_placement if world is not None else "anywhere")
     sp = split_attacks(classes, fonts=cfg.fonts, word_frac=cfg.word_frac, seed=cfg.seed)
@@ -96,6 +123,8 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
     }
     if cfg.note:
         plans["test_note"] = plan(test_items, cfg.k_test, cfg.seed + 3, sp.train_fonts, sp.train_words, "note")
+    if val:
+        plans["val"] = plan(val, cfg.k_test, cfg.seed + 4, sp.train_fonts, sp.train_words)
     out = {}
     for name, (items, bcfg) in plans.items():
         key = config_hash(bcfg, list(classes), [it.identity() for it in items])
@@ -105,12 +134,13 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
 
 def attack_arrays(source: str = "world", *, world=None, n_train: int | None = None, n_test: int | None = None,
                   cfg: AttackSetsConfig | None = None, root: str | Path | None = None, classes_file: str | None = None,
-                  progress: bool = True, storage: str = "memory",
+                  progress: bool = True, storage: str = "memory", n_val: int = 0,
                   ) -> tuple[tuple[str, ...], dict[str, dict], dict[str, BuildResult]]:
     """Build (or reuse) the standard sets and load them as arrays: ``(classes, {set: arrays}, {set: build})``.
     ``root`` defaults to ``<clipwb cache>/datasets``. ``storage="disk"`` gives the same sets with their images as
     ``data.store.DiskArray`` files written once beside each build (memory bounded by a batch, not the set: the
-    choice for ImageNet-scale folders); ``"memory"`` stacks them in RAM."""
+    choice for ImageNet-scale folders); ``"memory"`` stacks them in RAM. ``n_val`` > 0 adds the ``val`` set
+    (``val_items``)."""
     if storage not in ("memory", "disk"):
         raise ValueError(f"storage must be 'memory' or 'disk', got {storage!r}")
     from ..fileio import cache_dir
@@ -119,8 +149,11 @@ def attack_arrays(source: str = "world", *, world=None, n_train: int | None = No
     cfg = cfg or AttackSetsConfig()
     train, test, classes = source_items(source, world=world, n_train=n_train, n_test=n_test,
                                         classes_file=classes_file, seed=cfg.seed, progress=progress)
+    val = None
+    if n_val:
+        train, val = val_items(source, train, n_val, world=world, seed=cfg.seed, progress=progress)
     builds = build_attack_sets(train, test, classes, Path(root or cache_dir() / "datasets"), cfg, world=world,
-                               progress=progress)
+                               progress=progress, val=val)
     load = (lambda ds: ds.stored(progress=progress)) if storage == "disk" else (lambda ds: ds.arrays(progress=progress))
     arrays = {n: load(TypographicDataset(b.out_dir, world=world)) for n, b in builds.items()}
     return classes, arrays, builds

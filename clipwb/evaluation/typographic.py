@@ -34,38 +34,59 @@ def typographic_metrics(model, tokenizer, classes, typo: np.ndarray, true, writt
     return out
 
 
-FAMILIES = {"test": "", "test_heldout": "_heldout", "test_note": "_note"}  # set -> metric-name suffix
+FAMILIES = {"test": "", "test_heldout": "_heldout", "test_note": "_note", "test_unseen": "_unseen"}  # set -> suffix
 
 
-def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES) -> dict:
+def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES,
+            return_correct: bool = False):
     """The PO evaluation of one model on the standard held-out sets (arrays as from ``TypographicDataset.arrays``):
     ``classifier_eval`` of the model's zero-shot classifier, against the reference model's."""
     ref = model_classifier(ref_model, tokenizer, classes, templates) if ref_model is not None else None
-    return classifier_eval(model_classifier(model, tokenizer, classes, templates), sets, ref)
+    return classifier_eval(model_classifier(model, tokenizer, classes, templates), sets, ref, return_correct)
 
 
-def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier | None = None) -> dict:
+def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier | None = None,
+                    return_correct: bool = False):
     """One evaluation for every defence: clean_top1 (``test``'s clean images), then per attack family present
-    (``test``, ``test_heldout``, ``test_note`` -> suffix "", "_heldout", "_note"): typo<suffix>_top1,
-    attack_success<suffix> and, where the set has control images, control<suffix>_top1 (a non-class word written
-    the same way); given the reference classifier, kl_drift = mean_i KL(pi_ref || pi) on the clean held-out images,
-    each at its own logit scale and with its own class embeddings (Afzali et al., ICLR 2025)."""
+    (``test``, ``test_heldout``, ``test_note``, ``test_unseen`` -> suffix "", "_heldout", "_note", "_unseen"):
+    typo<suffix>_top1, attack_success<suffix> and, where the set has control images, control<suffix>_top1 (a
+    non-class word written the same way); every top-1 with its 95 % Wilson interval over the images
+    (``<key>_ci`` = [low, high], ``evaluation.stats``); given the reference classifier, kl_drift = mean_i
+    KL(pi_ref || pi) on the clean held-out images, each at its own logit scale and with its own class embeddings
+    (Afzali et al., ICLR 2025). With ``return_correct``, also {"clean", "typo<suffix>", "control<suffix>": bool
+    per image} for paired comparisons of two classifiers on the same images."""
     from ..losses.po import kl_ref_policy
+    from .stats import top1_ci
 
     te = sets["test"]
-    out = {"clean_top1": top1(clf.cosines(te["clean"]), te["true"])}
+    correct = {"clean": _correct(clf, te["clean"], te["true"])}
     for name, sfx in FAMILIES.items():
         if name not in sets:
             continue
         s = sets[name]
-        m = typo_scores(clf.cosines(s["typo"]), s["true"], s["written"])
-        out[f"typo{sfx}_top1"] = m["typo_top1"]
-        out[f"attack_success{sfx}"] = m["attack_success_rate"]
+        cos = clf.cosines(s["typo"])
+        correct[f"typo{sfx}"] = cos.argmax(-1).cpu().numpy() == np.asarray(s["true"])
+        correct[f"attack_success{sfx}"] = typo_scores(cos, s["true"], s["written"])["attack_success_rate"]
         if "control" in s:
-            out[f"control{sfx}_top1"] = top1(clf.cosines(s["control"]), s["true"])
+            correct[f"control{sfx}"] = _correct(clf, s["control"], s["true"])
+    out = {}
+    for key, c in correct.items():
+        if key.startswith("attack_success"):
+            out[key] = c
+            continue
+        # clean and control top-1 as zeroshot.top1 computes them (a float32 mean), typographic ones as typo_scores
+        mean = c.astype(np.float32).mean(dtype=np.float32) if not key.startswith("typo") else c.mean()
+        out[f"{key}_top1"] = float(mean) if len(c) else float("nan")
+        out[f"{key}_top1_ci"] = list(top1_ci(c)) if len(c) else None
     if ref is not None:
         out["kl_drift"] = float(kl_ref_policy(ref.log_probs(te["clean"]), clf.log_probs(te["clean"])))
+    if return_correct:
+        return out, {k: v for k, v in correct.items() if not k.startswith("attack_success")}
     return out
+
+
+def _correct(clf: ZeroShotClassifier, images, true) -> np.ndarray:
+    return clf.cosines(images).argmax(-1).cpu().numpy() == np.asarray(true)
 
 
 def recovery(after: dict, before: dict) -> dict:
@@ -73,7 +94,8 @@ def recovery(after: dict, before: dict) -> dict:
     recovery<suffix> = (typo_top1 after - typo_top1 before) / (control_top1 before - typo_top1 before), where
     "before" is the pretrained model and its control top-1 (a non-class word written the same way) is what the
     attacked images would score if the written class name cost no more than any text. 1 = all the damage undone,
-    0 = none, < 0 = worse; NaN where the family has no control or no damage to undo."""
+    0 = none, < 0 = worse; NaN where the family has no control or no damage to undo. It mixes two damages (a gain
+    can also come from text costing less by its mere presence, so it exceeds 1): ``damage`` takes them apart."""
     out = {}
     for sfx in FAMILIES.values():
         t_b, c_b, t_a = before.get(f"typo{sfx}_top1"), before.get(f"control{sfx}_top1"), after.get(f"typo{sfx}_top1")
@@ -81,6 +103,32 @@ def recovery(after: dict, before: dict) -> dict:
             continue
         gap = c_b - t_b
         out[f"recovery{sfx}"] = float((t_a - t_b) / gap) if gap > 1e-9 else float("nan")
+    return out
+
+
+def damage(after: dict, before: dict | None = None) -> dict:
+    """The two damages text does, per attack family with controls (suffix as in ``classifier_eval``):
+
+    - ``presence_damage<sfx>`` = clean_top1 - control<sfx>_top1: what any written word costs by being there;
+    - ``reading_damage<sfx>`` = control<sfx>_top1 - typo<sfx>_top1: what it costs *more* when the word is a class
+      name, i.e. what the model reads;
+
+    and, given the pretrained model's metrics ``before``, their recoveries ``reading_recovery<sfx>`` = 1 - reading
+    after / reading before and ``presence_recovery<sfx>`` likewise (1: that damage gone, 0: unchanged, < 0: worse;
+    NaN where there was none before)."""
+    out = {}
+    for sfx in FAMILIES.values():
+        keys = ("clean_top1", f"control{sfx}_top1", f"typo{sfx}_top1")
+        if any(after.get(k) is None for k in keys):
+            continue
+        out[f"presence_damage{sfx}"] = float(after["clean_top1"] - after[f"control{sfx}_top1"])
+        out[f"reading_damage{sfx}"] = float(after[f"control{sfx}_top1"] - after[f"typo{sfx}_top1"])
+        if before is None or any(before.get(k) is None for k in keys):
+            continue
+        for kind in ("presence", "reading"):
+            b = (before["clean_top1"] - before[f"control{sfx}_top1"] if kind == "presence"
+                 else before[f"control{sfx}_top1"] - before[f"typo{sfx}_top1"])
+            out[f"{kind}_recovery{sfx}"] = float(1 - out[f"{kind}_damage{sfx}"] / b) if b > 1e-9 else float("nan")
     return out
 
 

@@ -8,9 +8,11 @@ data, so notebook 02 (PO side by side) and notebook 07 (defences) train each PO 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 from ..cache import cached_json, cached_tensors, fingerprint
+from ..evaluation.stats import pack_correct, unpack_correct
 from ..evaluation.typographic import po_eval
 from ..training.po_trainer import POConfig, po_config, result_key, train_po
 
@@ -21,7 +23,8 @@ class RunKeys:
     machine, so ``precision="auto"`` means the machine's own choice there."""
 
     def __init__(self, lm, classes, sets: dict):
-        self.base = [fingerprint(lm.model), list(classes), fingerprint(sets)]
+        # the validation split chooses strengths and trains nothing: PO runs do not depend on it
+        self.base = [fingerprint(lm.model), list(classes), fingerprint({k: v for k, v in sets.items() if k != "val"})]
 
     def run(self, cfg: POConfig) -> list:
         return [result_key(cfg), *self.base]
@@ -48,48 +51,67 @@ class RunContext:
         self._reference: dict | None = None
         self._runs: dict[str, dict] = {}
 
-    def method_config(self, method: str) -> POConfig:
-        """``po_config(profile, **overrides, method=method, **per_method[method])``."""
-        return method_config(self.profile, method, self.overrides, self.per_method)
+    def method_config(self, method: str, seed: int | None = None) -> POConfig:
+        """``po_config(profile, **overrides, method=method, **per_method[method])``, with the training ``seed``
+        where given (the data stay the same)."""
+        cfg = method_config(self.profile, method, self.overrides, self.per_method)
+        return cfg if seed is None else dataclasses.replace(cfg, seed=seed)
+
+    def _reference_entry(self) -> dict:
+        if self._reference is None:
+            lm = self.lm
+
+            def run():
+                m, c = po_eval(lm.model, lm.tokenizer, self.classes, self.sets, lm.model, self.templates,
+                               return_correct=True)
+                return {"metrics": m, "correct": pack_correct(c)}
+
+            self._reference = cached_json("po-reference", self.keys.reference(self.templates), run,
+                                          enabled=self.cache)
+        return self._reference
 
     @property
     def reference(self) -> dict:
-        """``po_eval`` of the pretrained model itself (the "before" of recovery; its kl_drift is 0), cached."""
-        if self._reference is None:
-            lm = self.lm
-            self._reference = cached_json(
-                "po-reference", self.keys.reference(self.templates),
-                lambda: po_eval(lm.model, lm.tokenizer, self.classes, self.sets, lm.model, self.templates),
-                enabled=self.cache)
-        return self._reference
+        """``po_eval`` of the pretrained model itself (the "before" of every damage; its kl_drift is 0), cached."""
+        return self._reference_entry()["metrics"]
+
+    @property
+    def reference_correct(self) -> dict:
+        """The pretrained model's per-image correctness ({"clean", "typo", ...: bool array}) on the held-out sets."""
+        return unpack_correct(self._reference_entry()["correct"])
 
     def cached(self, kind: str, key, compute) -> dict:
         """``cache.cached_json`` under ``kind`` and ``key`` plus this context's model, data and templates."""
         return cached_json(kind, [key, self.keys.base, list(self.templates)], compute, enabled=self.cache)
 
-    def po_run(self, method: str) -> dict:
-        """The PO run of ``method``: {"results": {"raw": metrics, "avg": metrics}, "log": per-step rows,
+    def po_run(self, method: str, seed: int | None = None) -> dict:
+        """The PO run of ``method`` (training seed ``seed``, default the profile's): {"results": {"raw": metrics,
+        "avg": metrics}, "correct": {"raw"/"avg": packed per-image correctness}, "log": per-step rows,
         "train_seconds"}; trained once (its raw weights stored for ``po_weights``), then read from the cache."""
-        if method not in self._runs:
-            cfg = self.method_config(method)
+        cfg = self.method_config(method, seed)
+        if (method, cfg.seed) not in self._runs:
             lm = self.lm
 
             def run():
+                sub = method if seed is None else f"{method}-seed{cfg.seed}"
                 res = train_po(lm.model, lm.tokenizer, self.classes, self.sets["train"], cfg,
-                               out_dir=Path(self.out_root) / method if self.out_root else None,
+                               out_dir=Path(self.out_root) / sub if self.out_root else None,
                                progress=self.progress, model_name=lm.name)
                 cached_tensors("po-weights-raw", self.keys.run(cfg), res.model.state_dict, enabled=self.cache)
-                results = {kind: po_eval(model, lm.tokenizer, self.classes, self.sets, lm.model, cfg.templates)
-                           for kind, model in (("raw", res.model), ("avg", res.avg_model))}
-                return {"results": results, "log": res.log, "train_seconds": res.train_seconds}
+                out = {"results": {}, "correct": {}, "log": res.log, "train_seconds": res.train_seconds}
+                for kind, model in (("raw", res.model), ("avg", res.avg_model)):
+                    m, c = po_eval(model, lm.tokenizer, self.classes, self.sets, lm.model, cfg.templates,
+                                   return_correct=True)
+                    out["results"][kind], out["correct"][kind] = m, pack_correct(c)
+                return out
 
-            self._runs[method] = cached_json("po-run", self.keys.run(cfg), run, enabled=self.cache)
-        return self._runs[method]
+            self._runs[(method, cfg.seed)] = cached_json("po-run", self.keys.run(cfg), run, enabled=self.cache)
+        return self._runs[(method, cfg.seed)]
 
-    def po_weights(self, method: str):
+    def po_weights(self, method: str, seed: int | None = None):
         """The raw fine-tuned model of ``method``'s PO run (for the defences that start from it, as PAINT),
         read from the run cache, or trained again where the weights are not there."""
-        cfg = self.method_config(method)
+        cfg = self.method_config(method, seed)
         lm = self.lm
 
         def run():

@@ -4,15 +4,17 @@ Every defence is a ``Defence`` (a name, the config that determines its result, a
 ``DefenceContext`` that returns a ``DefenceFit``: a ``ZeroShotClassifier`` or its metrics, the trainable parameter
 count, the seconds and details), registered with ``register_defence``; ``compare_defences`` is a loop over the
 registry. Every classifier is scored by ``evaluation.typographic.classifier_eval`` on the held-out sets, against the
-pretrained model (recovery, KL drift). Defences that train get the PO profile's budget: the same training pairs,
+pretrained model (presence and reading damage and their recoveries, KL drift). Defences that train get the PO profile's budget: the same training pairs,
 the same number of epochs and pairs per step (``po_config(profile)``). Strengths that a defence leaves open (PAINT's
-alpha, the steering map's t) are chosen on training images only, by one rule
+alpha, the steering map's t) are chosen on the validation split (``sets["val"]``: images in neither the training
+nor the test sets, attacked the same way; the training pairs where the sets have no ``val``), by one rule
 (``defences.interpolation.select_strength``): the highest typographic top-1 whose clean top-1 stays within
 ``clean_tolerance`` of the zero-shot model's. Each defence's result is stored in the run cache; the PO rows (one per
 registered PO method, ``losses.po.PO_METHODS``) are the PO runs of the ``RunContext``, shared with notebook 02, so
 the same settings are not retrained.
 
-To add a defence: subclass ``Defence`` (``name``, ``key(ctx)``, ``fit(ctx)``) and ``register_defence(MyDefence())``.
+To add a defence: subclass ``Defence`` (``name``, ``trains``, ``key(ctx)``, ``fit(ctx, seed)``) and
+``register_defence(MyDefence())``.
 """
 from __future__ import annotations
 
@@ -30,17 +32,19 @@ from ..defences.heads import greedy_ablation
 from ..defences.interpolation import interpolate, select_strength
 from ..defences.prefix import PrefixConfig, train_prefix
 from ..defences.projection import ProjectionConfig, train_projection
+from ..cache import fingerprint
 from ..evaluation.classifier import ZeroShotClassifier, model_classifier
-from ..evaluation.typographic import classifier_eval, recovery
+from ..evaluation.stats import aggregate_seeds, pack_correct, unpack_correct
+from ..evaluation.typographic import classifier_eval, damage, recovery
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..losses.po import po_methods
 from ..training.po_trainer import result_key, set_trainable
 from .context import RunContext
-from .po import best_po_method
+from .po import best_po_method, paired_verdicts
 
-KEYS = ("clean_top1", "typo_top1", "typo_heldout_top1", "typo_note_top1", "attack_success", "recovery", "kl_drift",
-        "trainable_params", "train_seconds")
+KEYS = ("clean_top1", "typo_top1", "typo_heldout_top1", "typo_note_top1", "attack_success", "presence_damage",
+        "reading_damage", "presence_recovery", "reading_recovery", "kl_drift", "trainable_params", "train_seconds")
 
 
 def prefix_config(profile: str = "reference", **overrides) -> PrefixConfig:
@@ -50,9 +54,13 @@ def prefix_config(profile: str = "reference", **overrides) -> PrefixConfig:
 
 @dataclass
 class DefenceRuns:
-    results: dict = field(default_factory=dict)  # defence -> KEYS (+ the full classifier_eval metrics)
+    # defence -> KEYS (+ the full classifier_eval metrics); a defence that trains, over several seeds: the seeds'
+    # means with <key>_std, <key>_seeds, <key>_seed_ci and, for a top-1, <key>_ci over images
+    results: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)  # paint_ce / paint_dpo / steering -> rows along the strength
-    details: dict = field(default_factory=dict)  # chosen strengths, ablated heads, configs
+    details: dict = field(default_factory=dict)  # chosen strengths, ablated heads, configs (per seed: "per_seed")
+    scores: dict = field(default_factory=dict)  # defence -> {key: per-image correctness (mean over seeds)}
+    seeds: tuple = ()
 
     def table(self) -> dict:
         return {d: {k: r.get(k) for k in KEYS} for d, r in self.results.items()}
@@ -72,11 +80,14 @@ class _Features:
         return self._memo[key][1]
 
 
-def _selection(sets: dict, n: int, seed: int) -> dict:
-    """A seeded subset of the training pairs on which strengths are chosen and heads are scored."""
-    tr = sets["train"]
+def _selection(sets: dict, n: int, seed: int) -> tuple[dict, str]:
+    """A seeded subset of ``n`` pairs on which strengths are chosen and heads are scored, and its split: the
+    validation split where the sets have one (images disjoint from training and test), else the training pairs
+    (which the fine-tuned models have seen: the older, optimistic protocol)."""
+    split = "val" if "val" in sets else "train"
+    tr = sets[split]
     idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(tr["true"]))[:n])
-    return {k: np.asarray(tr[k])[idx] for k in ("clean", "typo", "true", "written")}
+    return {k: np.asarray(tr[k])[idx] for k in ("clean", "typo", "true", "written")}, split
 
 
 def _train_scores(clf: ZeroShotClassifier, sel: dict) -> dict:
@@ -94,12 +105,14 @@ def _count(model, mode: str) -> int:
 @dataclass(frozen=True)
 class DefenceSetting:
     """The comparison's protocol: the strengths tried (PAINT's alphas between 0 and 1, the steering map's t), how
-    many training pairs choose them (``select_n``), the clean-accuracy tolerance of the selection rule, the seed."""
+    many pairs choose them (``select_n``), the clean-accuracy tolerance of the selection rule, the selection seed,
+    and the training seeds of every defence that trains (``None``: the PO profile's seed)."""
     alphas: tuple = (0.25, 0.5, 0.75)
     ts: tuple = (0.5, 1.0, 1.5, 2.0)
     select_n: int = 1024
     clean_tolerance: float = 0.01
     seed: int = 0
+    seeds: tuple = (None,)
 
 
 class DefenceContext(RunContext):
@@ -115,16 +128,21 @@ class DefenceContext(RunContext):
         self.feats = _Features(lm.model)
         base = model_classifier(lm.model, lm.tokenizer, self.classes, self.templates)
         self.base = ZeroShotClassifier(self.feats, base.text, base.scale)
-        self.sel = _selection(sets, setting.select_n, setting.seed)
+        self.sel, self.selection_split = _selection(sets, setting.select_n, setting.seed)
+        self.selection_key = [self.selection_split, fingerprint(self.sel)]
         self.floor = _train_scores(self.base, self.sel)["clean_top1"] - setting.clean_tolerance
         self.steps = max(1, len(sets["train"]["true"]) // self.base_cfg.batch_size) * self.base_cfg.epochs
 
-    def evaluate(self, clf: ZeroShotClassifier) -> dict:
+    def evaluate(self, clf: ZeroShotClassifier, return_correct: bool = False):
         """``classifier_eval`` of ``clf`` on the held-out sets, against the zero-shot classifier."""
-        return classifier_eval(clf, self.sets, self.base)
+        return classifier_eval(clf, self.sets, self.base, return_correct)
+
+    def training_seed(self, seed: int | None) -> int:
+        return self.base_cfg.seed if seed is None else seed
 
     def train_scores(self, clf: ZeroShotClassifier) -> dict:
-        """Clean and typographic top-1 on the selection subset of training pairs (what strengths are chosen on)."""
+        """Clean and typographic top-1 on the selection subset (of the validation split where there is one): what
+        strengths are chosen on."""
         return _train_scores(clf, self.sel)
 
 
@@ -139,24 +157,32 @@ class DefenceFit:
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
     curve: list | None = None
+    correct: dict | None = None  # per-image correctness that goes with ``metrics`` ({"clean", "typo", ...})
 
     def scored(self, ctx: DefenceContext) -> dict:
-        """JSON-able: the test metrics (evaluating the classifier where needed) and the rest."""
-        metrics = self.metrics if self.metrics is not None else ctx.evaluate(self.classifier)
-        return {"metrics": metrics, "trainable": int(self.trainable), "seconds": float(self.seconds),
-                "details": self.details, "curve": self.curve}
+        """JSON-able: the test metrics and per-image correctness (evaluating the classifier where needed), the
+        rest as given."""
+        metrics, correct = self.metrics, self.correct
+        if metrics is None:
+            metrics, correct = ctx.evaluate(self.classifier, return_correct=True)
+        return {"metrics": metrics, "correct": pack_correct(correct) if correct is not None else None,
+                "trainable": int(self.trainable), "seconds": float(self.seconds), "details": self.details,
+                "curve": self.curve}
 
 
 class Defence:
-    """One defence of the comparison. ``name``: its row; ``key(ctx)``: what determines its result beyond the
-    context's model, data and templates (the run cache key; ``None``: not cached here, as the PO rows, which the
-    context caches); ``fit(ctx)``: train or choose it and return a ``DefenceFit``."""
+    """One defence of the comparison. ``name``: its row; ``trains``: whether it is fitted once per training seed;
+    ``key(ctx)``: what determines its result beyond the context's model, data, templates, selection split and
+    seed (the run cache key; ``None``: not cached here, as the PO rows, which the context caches);
+    ``fit(ctx, seed)``: train (with training seed ``seed``; ``ctx.training_seed(seed)`` resolves None) or choose it
+    and return a ``DefenceFit``."""
     name: str = ""
+    trains: bool = False
 
     def key(self, ctx: DefenceContext):
         return None
 
-    def fit(self, ctx: DefenceContext) -> DefenceFit:
+    def fit(self, ctx: DefenceContext, seed: int | None = None) -> DefenceFit:
         raise NotImplementedError
 
 
@@ -188,39 +214,68 @@ def defence_names() -> tuple[str, ...]:
 def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrides: dict | None = None,
                      per_method: dict | None = None, alphas=(0.25, 0.5, 0.75), ts=(0.5, 1.0, 1.5, 2.0),
                      select_n: int = 1024, clean_tolerance: float = 0.01, seed: int = 0, only=None,
-                     progress: bool = True, cache: bool = True) -> DefenceRuns:
-    """Run every registered defence (or those named in ``only``) from ``lm`` on ``sets`` (``train`` pairs,
-    held-out ``test``, ``test_heldout``, ``test_note``) and evaluate them alike; see the module docstring."""
+                     progress: bool = True, cache: bool = True, seeds=None) -> DefenceRuns:
+    """Run every registered defence (or those named in ``only``) from ``lm`` on ``sets`` (``train`` pairs, ``val``
+    for the selection, held-out ``test``, ``test_heldout``, ``test_note``) and evaluate them alike; those that
+    train once per training seed of ``seeds`` (None: the PO profile's seed). See the module docstring."""
     registry = defences()
     only = list(registry) if only is None else list(only)
     unknown = [d for d in only if d not in registry]
     if unknown:
         raise ValueError(f"unknown defences {unknown}; choose from {list(registry)}")
-    setting = DefenceSetting(tuple(alphas), tuple(ts), select_n, clean_tolerance, seed)
+    setting = DefenceSetting(tuple(alphas), tuple(ts), select_n, clean_tolerance, seed, tuple(seeds or (None,)))
     ctx = DefenceContext(lm, classes, sets, profile, overrides, per_method, setting, progress, cache)
-    out = DefenceRuns()
+    out = DefenceRuns(seeds=tuple(ctx.training_seed(s) for s in setting.seeds))
     for name in (n for n in registry if n in only):
         d = registry[name]
-        key = d.key(ctx)
-        res = d.fit(ctx).scored(ctx) if key is None else ctx.cached(f"defence-{name}", key,
-                                                                    lambda d=d: d.fit(ctx).scored(ctx))
-        out.results[name] = {**res["metrics"], **recovery(res["metrics"], ctx.reference),
-                             "trainable_params": res["trainable"], "train_seconds": res["seconds"]}
-        if res["details"]:
-            out.details[name] = res["details"]
-        if res["curve"]:
-            out.curves[name] = [_curve_row(r, ctx.reference) for r in res["curve"]]
+        fits = [_fit(ctx, d, s) for s in (setting.seeds if d.trains else (None,))]
+        per_seed = [{**f["metrics"], **recovery(f["metrics"], ctx.reference), **damage(f["metrics"], ctx.reference)}
+                    for f in fits]
+        correct = [unpack_correct(f["correct"]) for f in fits] if all(f["correct"] for f in fits) else None
+        agg, out.scores[name] = aggregate_seeds(per_seed, correct, out.seeds if len(fits) > 1 else None)
+        out.results[name] = {**agg, "trainable_params": fits[0]["trainable"],
+                             "train_seconds": float(np.mean([f["seconds"] for f in fits]))}
+        details = fits[0]["details"] if len(fits) == 1 else {"per_seed": [f["details"] for f in fits],
+                                                              **_chosen_per_seed(fits)}
+        if details:
+            out.details[name] = details
+        if fits[0]["curve"]:
+            out.curves[name] = _mean_curve([[_curve_row(r, ctx.reference) for r in f["curve"]] for f in fits])
     return out
 
 
+def _fit(ctx: DefenceContext, d: Defence, seed: int | None) -> dict:
+    """One fit of ``d`` scored, through the run cache where the defence has a key."""
+    key = d.key(ctx)
+    if key is None:
+        return d.fit(ctx, seed).scored(ctx)
+    parts = [key, ctx.selection_key] + ([ctx.training_seed(seed)] if d.trains else [])
+    return ctx.cached(f"defence-{d.name}", parts, lambda: d.fit(ctx, seed).scored(ctx))
+
+
+def _chosen_per_seed(fits: list[dict]) -> dict:
+    """The strengths chosen for each seed (``alpha`` / ``t``), as lists beside ``per_seed``."""
+    return {k: [f["details"][k] for f in fits] for k in ("alpha", "t") if k in fits[0]["details"]}
+
+
+def _mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """Rows along a strength averaged over seeds (numbers only; every seed tries the same strengths)."""
+    if len(curves) == 1:
+        return curves[0]
+    return [{k: (float(np.mean([c[i][k] for c in curves])) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 else v) for k, v in row.items()} for i, row in enumerate(curves[0])]
+
+
 def _curve_row(r: dict, reference: dict) -> dict:
-    """A strength's test metrics with recovery, and the training-image scores it was chosen on (``select_*``)."""
-    return {**{k: v for k, v in r.items() if k != "train"}, **recovery(r, reference),
+    """A strength's test metrics with its damages, and the selection-split scores it was chosen on
+    (``select_*``)."""
+    return {**{k: v for k, v in r.items() if k != "train"}, **recovery(r, reference), **damage(r, reference),
             **{f"select_{k}": v for k, v in r["train"].items()}}
 
 
 def _chosen(rows: list[dict], key: str, ctx: DefenceContext) -> dict:
-    """The row of ``select_strength`` on the training-image scores, its test metrics (without ``key``/``train``)."""
+    """The row ``select_strength`` picks on the selection-split scores (``row["train"]``, the validation split where
+    there is one)."""
     pick = select_strength([{key: r[key], **r["train"]} for r in rows], ctx.floor, key=key)
     return next(r for r in rows if r[key] == pick[key])
 
@@ -229,25 +284,42 @@ def _chosen(rows: list[dict], key: str, ctx: DefenceContext) -> dict:
 class ZeroShot(Defence):
     name = "zero_shot"
 
-    def fit(self, ctx):
-        return DefenceFit(metrics=ctx.reference)
+    def fit(self, ctx, seed=None):
+        return DefenceFit(metrics=ctx.reference, correct=ctx.reference_correct)
 
 
 class PORun(Defence):
     """A registered PO method's run (raw weights), as notebook 02 trains it."""
+    trains = True
 
     def __init__(self, method: str):
         self.name = self.method = method
 
-    def fit(self, ctx):
-        run = ctx.po_run(self.method)
-        return DefenceFit(metrics=run["results"]["raw"], trainable=_count(ctx.lm.model, ctx.method_config(
-            self.method).train), seconds=run["train_seconds"], details={"weights": "raw"})
+    def fit(self, ctx, seed=None):
+        run = ctx.po_run(self.method, seed)
+        return DefenceFit(metrics=run["results"]["raw"], correct=unpack_correct(run["correct"]["raw"]),
+                          trainable=_count(ctx.lm.model, ctx.method_config(self.method).train),
+                          seconds=run["train_seconds"], details={"weights": "raw"})
+
+
+def _strength_rows(ctx, key: str, strengths, classifier_at):
+    """Every strength's selection-split scores and test metrics; returns (rows, the chosen row's index, its
+    per-image correctness). ``classifier_at(value)`` gives the classifier, or None for the zero-shot model."""
+    rows, correct = [], []
+    for v in strengths:
+        clf = classifier_at(v)
+        m, c = (ctx.reference, ctx.reference_correct) if clf is None else ctx.evaluate(clf, return_correct=True)
+        rows.append({key: v, "train": ctx.train_scores(clf or ctx.base), **m})
+        correct.append(c)
+    row = _chosen(rows, key, ctx)
+    i = rows.index(row)
+    return rows, i, correct[i]
 
 
 class Paint(Defence):
-    """PAINT / WiSE-FT: interpolate the pretrained weights toward a PO run's raw weights; alpha chosen on training
-    images among 0, ``setting.alphas``, 1."""
+    """PAINT / WiSE-FT: interpolate the pretrained weights toward a PO run's raw weights; alpha chosen on the
+    selection split among 0, ``setting.alphas``, 1."""
+    trains = True  # its fine-tune does
 
     def __init__(self, method: str):
         self.method, self.name = method, f"paint_{method}"
@@ -256,36 +328,39 @@ class Paint(Defence):
         s = ctx.setting
         return [result_key(ctx.method_config(self.method)), list(s.alphas), s.select_n, s.seed, s.clean_tolerance]
 
-    def fit(self, ctx):
-        run, ft = ctx.po_run(self.method), ctx.po_weights(self.method)
-        lm, t0, rows = ctx.lm, time.time(), []
-        for a in (0.0, *ctx.setting.alphas, 1.0):
-            model = lm.model if a == 0.0 else ft if a == 1.0 else interpolate(lm.model, ft, a)
-            clf = model_classifier(model, lm.tokenizer, ctx.classes, ctx.templates) if a else ctx.base
-            rows.append({"alpha": a, "train": ctx.train_scores(clf), **(ctx.reference if a == 0.0 else
-                                                                         ctx.evaluate(clf))})
-        row = _chosen(rows, "alpha", ctx)
-        return DefenceFit(metrics={k: v for k, v in row.items() if k not in ("alpha", "train")},
+    def fit(self, ctx, seed=None):
+        run, ft = ctx.po_run(self.method, seed), ctx.po_weights(self.method, seed)
+        lm, t0 = ctx.lm, time.time()
+
+        def at(a):
+            if a == 0.0:
+                return None
+            model = ft if a == 1.0 else interpolate(lm.model, ft, a)
+            return model_classifier(model, lm.tokenizer, ctx.classes, ctx.templates)
+
+        rows, i, correct = _strength_rows(ctx, "alpha", (0.0, *ctx.setting.alphas, 1.0), at)
+        return DefenceFit(metrics={k: v for k, v in rows[i].items() if k not in ("alpha", "train")}, correct=correct,
                           trainable=_count(lm.model, ctx.method_config(self.method).train),
-                          seconds=run["train_seconds"] + time.time() - t0, details={"alpha": row["alpha"]},
-                          curve=rows)
+                          seconds=run["train_seconds"] + time.time() - t0,
+                          details={"alpha": rows[i]["alpha"], "selected_on": ctx.selection_split}, curve=rows)
 
 
 class DefensePrefix(Defence):
     """Defense-Prefix (Azuma & Matsui): one learned token before the class name, with the PO budget."""
     name = "defense_prefix"
+    trains = True
 
-    def config(self, ctx) -> PrefixConfig:
+    def config(self, ctx, seed=None) -> PrefixConfig:
         b = ctx.base_cfg
-        return prefix_config(ctx.profile, batch_size=b.batch_size, epochs=b.epochs, seed=b.seed)
+        return prefix_config(ctx.profile, batch_size=b.batch_size, epochs=b.epochs, seed=ctx.training_seed(seed))
 
     def key(self, ctx):
         return dataclasses.asdict(self.config(ctx))
 
-    def fit(self, ctx):
+    def fit(self, ctx, seed=None):
         from ..defences.prefix import prefix_text_features
 
-        pcfg, tr, lm = self.config(ctx), ctx.sets["train"], ctx.lm
+        pcfg, tr, lm = self.config(ctx, seed), ctx.sets["train"], ctx.lm
         res = train_prefix(lm.model, lm.tokenizer, ctx.classes, ctx.feats(tr["clean"]), ctx.feats(tr["typo"]),
                            tr["true"], pcfg, ctx.templates, ctx.progress)
         with torch.no_grad():
@@ -299,16 +374,17 @@ class DefensePrefix(Defence):
 class Projection(Defence):
     """Materzynska et al.'s forget-to-spell projection of image and text embeddings, with the PO budget."""
     name = "projection"
+    trains = True
 
-    def config(self, ctx) -> ProjectionConfig:
+    def config(self, ctx, seed=None) -> ProjectionConfig:
         b = ctx.base_cfg
-        return ProjectionConfig(batch_size=b.batch_size, epochs=b.epochs, seed=b.seed)
+        return ProjectionConfig(batch_size=b.batch_size, epochs=b.epochs, seed=ctx.training_seed(seed))
 
     def key(self, ctx):
         return dataclasses.asdict(self.config(ctx))
 
-    def fit(self, ctx):
-        jcfg, tr = self.config(ctx), ctx.sets["train"]
+    def fit(self, ctx, seed=None):
+        jcfg, tr = self.config(ctx, seed), ctx.sets["train"]
         res = train_projection(ctx.feats(tr["clean"]), ctx.feats(tr["typo"]), tr["true"], ctx.base.text,
                                float(ctx.base.scale), jcfg, ctx.progress)
         return DefenceFit(res.classifier(ctx.base), trainable=int(np.prod(list(res.W.shape))),
@@ -324,7 +400,7 @@ class HeadAblation(Defence):
         s = ctx.setting
         return [s.select_n, s.seed, s.clean_tolerance]
 
-    def fit(self, ctx):
+    def fit(self, ctx, seed=None):
         from ..defences.heads import ablate
 
         sel, half, lm = ctx.sel, len(ctx.sel["true"]) // 2, ctx.lm
@@ -333,48 +409,53 @@ class HeadAblation(Defence):
                               tolerance=ctx.setting.clean_tolerance, progress=ctx.progress)
         clf = model_classifier(ablate(lm.model, res.heads), lm.tokenizer, ctx.classes, ctx.templates)
         return DefenceFit(clf, trainable=0, seconds=res.seconds,
-                          details={"heads": [h.name for h in res.heads], "scores": res.scores, "log": res.log})
+                          details={"heads": [h.name for h in res.heads], "scores": res.scores, "log": res.log,
+                                   "selected_on": ctx.selection_split})
 
 
 class Steering(Defence):
-    """The typographic steering map W_t of notebook 04 on frozen image features; t chosen on training images."""
+    """The typographic steering map W_t of notebook 04 on frozen image features; t chosen on the selection split."""
     name = "steering"
+    trains = True
 
-    def config(self, ctx) -> LinearMapConfig:
+    def config(self, ctx, seed=None) -> LinearMapConfig:
         return LinearMapConfig(steps=ctx.steps, batch_size=ctx.base_cfg.batch_size, lr=0.02, lam=5.0, nu=0.1,
-                               seed=ctx.base_cfg.seed)
+                               seed=ctx.training_seed(seed))
 
     def key(self, ctx):
         s = ctx.setting
         return [dataclasses.asdict(self.config(ctx)), list(s.ts), s.select_n, s.seed, s.clean_tolerance]
 
-    def fit(self, ctx):
-        scfg, tr, feats, base = self.config(ctx), ctx.sets["train"], ctx.feats, ctx.base
+    def fit(self, ctx, seed=None):
+        scfg, tr, feats, base = self.config(ctx, seed), ctx.sets["train"], ctx.feats, ctx.base
         t0 = time.time()
         W, _ = train_linear_map(feats(tr["typo"]), base.text, tr["true"], tr["written"], float(base.scale),
                                 keep=[(feats(tr["clean"]), base.text)], cfg=scfg, progress=ctx.progress)
-        seconds, fam, rows = time.time() - t0, StrengthFamily(W), []
-        for t in (0.0, *ctx.setting.ts):
+        seconds, fam = time.time() - t0, StrengthFamily(W)
+
+        def at(t):
             W_t = fam.at(float(t))
-            clf = ZeroShotClassifier(lambda x, W_t=W_t: steer(feats(x), W_t), base.text, base.scale)
-            rows.append({"t": float(t), "train": ctx.train_scores(clf), **ctx.evaluate(clf)})
-        row = _chosen(rows, "t", ctx)
-        return DefenceFit(metrics={k: v for k, v in row.items() if k not in ("t", "train")},
+            return ZeroShotClassifier(lambda x: steer(feats(x), W_t), base.text, base.scale)
+
+        rows, i, correct = _strength_rows(ctx, "t", [0.0, *map(float, ctx.setting.ts)], at)
+        return DefenceFit(metrics={k: v for k, v in rows[i].items() if k not in ("t", "train")}, correct=correct,
                           trainable=len(base.text[0]) ** 2, seconds=seconds,
-                          details={"t": row["t"], "config": dataclasses.asdict(scfg)}, curve=rows)
+                          details={"t": rows[i]["t"], "selected_on": ctx.selection_split,
+                                   "config": dataclasses.asdict(scfg)}, curve=rows)
 
 
 for _d in (Paint("ce"), Paint("dpo"), DefensePrefix(), Projection(), HeadAblation(), Steering()):
     register_defence(_d)
 
 
-def verdict_rows(runs: DefenceRuns, keys=("clean_top1", "typo_top1", "typo_heldout_top1", "typo_note_top1")) -> dict:
-    """Notebook 07's closing comparison: the best PO method (``experiments.po.best_po_method`` on test
-    typographic top-1) against every other row, differences in points (positive: PO ahead)."""
+def verdict_rows(runs: DefenceRuns, keys=("clean", "typo")) -> dict:
+    """Notebook 07's verdicts: the best PO method (``experiments.po.best_po_method`` on test typographic top-1)
+    against every row that is not a preference method, on clean and typographic top-1: the difference in points
+    (positive: PO ahead), its paired interval over the test images and whether it is significant at 5 %
+    (``experiments.po.paired_verdicts``)."""
     po = best_po_method(runs.results)
-    rows = {d: {f"{k} (pts)": round(100 * (runs.results[po][k] - r[k]), 1) for k in keys}
-            for d, r in runs.results.items() if d != po and d not in po_methods(baseline=False)}
-    return {"best_po": po, "rows": rows}
+    others = [d for d in runs.results if d not in po_methods(baseline=False)]
+    return {"best_po": po, "rows": paired_verdicts(runs.scores, [(po, d) for d in others], keys)}
 
 
 def beats_zero_shot(runs: DefenceRuns) -> list[dict]:
@@ -395,5 +476,7 @@ def beats_zero_shot(runs: DefenceRuns) -> list[dict]:
 
 
 def flat_metrics(runs: DefenceRuns) -> dict:
-    """``<defence>_{typo,clean}_top1`` for every row (notebook 07's flat metric keys)."""
-    return {f"{d}_{k}": r[k] for d, r in runs.results.items() for k in ("typo_top1", "clean_top1")}
+    """``<defence>_{typo,clean}_top1`` for every row with its ``_ci`` (and, over seeds, ``_std``) (notebook 07's
+    flat metric keys)."""
+    return {f"{d}_{k}{x}": r[f"{k}{x}"] for d, r in runs.results.items() for k in ("typo_top1", "clean_top1")
+            for x in ("", "_ci", "_std") if f"{k}{x}" in r}
