@@ -220,3 +220,35 @@ def test_standard_attack_sets_are_disjoint_cached_and_hold_out_fonts_and_words(t
     assert all(r.already_done for r in again.values())
     with pytest.raises(ValueError, match="both the training and held-out"):
         build_attack_sets(train, train[:2], classes, tmp_path, cfg, world=world, progress=False)
+
+
+def test_the_unseen_family_uses_fonts_and_words_nothing_else_uses(tmp_path):
+    """test_unseen: held-out images, held-out words, typefaces of fonts-open-sans / fonts-cantarell, controls
+    with words outside every word list; a clear error naming the packages where the fonts are missing."""
+    import clipwb.data.typographic as T
+    from clipwb.data.builders import read_manifest
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays, source_items
+    from clipwb.world import World
+    from clipwb.world import generator as G
+
+    world = World()
+    used = {w.lower() for w in (*world.classes, *world.genders, *world.occupations, *G.OTHER_WORDS)}
+    assert not used & set(T.UNSEEN_CONTROL_WORDS)
+    if not T.unseen_fonts(required=False):
+        with pytest.raises(FileNotFoundError, match="fonts-open-sans and fonts-cantarell"):
+            T.unseen_fonts()
+        pytest.skip("Debian's fonts-open-sans / fonts-cantarell are not installed (.ci/run installs them)")
+    from clipwb.world.text import DEFAULT_FONTS
+
+    assert not {f.rsplit("/", 1)[-1] for f in T.UNSEEN_FONTS} & set(DEFAULT_FONTS + T.TYPO_FONTS + T.HELDOUT_FONTS)
+    classes, sets, builds = attack_arrays("world", world=world, n_train=16, n_test=12,
+                                          cfg=AttackSetsConfig(k=1, seed=0, unseen=True), root=tmp_path,
+                                          progress=False)
+    rows = read_manifest(builds["test_unseen"].out_dir)
+    unseen_names = {f.rsplit("/", 1)[-1] for f in T.UNSEEN_FONTS}
+    assert {r["text_font"] for r in rows} <= unseen_names and len({r["text_font"] for r in rows}) > 1
+    assert {r["control_text"] for r in rows} <= set(T.UNSEEN_CONTROL_WORDS)
+    train_words = {r["text"] for r in read_manifest(builds["train"].out_dir)}
+    assert {r["text"] for r in rows} <= set(classes) and not {r["text"] for r in rows} & train_words
+    assert {r["source"] for r in rows} == {r["source"] for r in read_manifest(builds["test"].out_dir)}
+    assert len(sets["test_unseen"]["typo"]) == 12 and "control" in sets["test_unseen"]

@@ -45,6 +45,7 @@ class TypoBuildConfig:
     written_classes: tuple[str, ...] | None = None  # names that may be written (held-out words); None: all
     # also write each variant's control image: a non-class word drawn exactly as the attack's class name
     control: bool = True
+    control_words: tuple[str, ...] | None = None  # the controls' words (None: the world's other words)
 
     def written_pool(self, classes) -> tuple[int, ...] | None:
         if self.written_classes is None:
@@ -272,7 +273,8 @@ def build_typographic(items: list[SourceItem], classes, out_dir: str | Path, cfg
     if not items:
         raise ValueError("no source images to build from: check the source (an empty folder, or n = 0?)")
     pool = cfg.written_pool(classes)
-    controls = control_words_for(classes) if cfg.control else None
+    controls = (control_words_for(classes) if cfg.control_words is None else tuple(cfg.control_words)) \
+        if cfg.control else None
     check_glyphs([classes[i] for i in (pool if pool is not None else range(len(classes)))], cfg.render.fonts)
     out_dir = Path(out_dir)
     key = config_hash(dataclasses.asdict(cfg), list(classes), [it.identity() for it in items])

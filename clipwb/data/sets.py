@@ -6,6 +6,9 @@
   (``split_attacks``), to measure whether a defence generalises to unseen attacks;
 - ``test_note``: the same held-out source images with the training words written as a note (dark ink on a light
   paper patch, as the handwritten notes of RTA-100), a style never used in training attacks;
+- ``test_unseen`` (``AttackSetsConfig(unseen=True)``): the held-out images attacked with the held-out words in
+  typefaces of Debian's fonts-open-sans and fonts-cantarell, which nothing else uses, the controls with words outside
+  every word list: how much of a defence's gain survives an attack family it never saw in any respect;
 - ``val`` (when asked for, ``n_val``): a validation split attacked as ``train`` and ``test`` are, on source images
   in neither (the world's ``val`` split; for image folders, sources carved from the training ones and recorded),
   on which open strengths (PAINT's alpha, the steering map's t) are chosen, so that no test image and no image a
@@ -28,9 +31,10 @@ import numpy as np
 from ..config import config_hash
 from .builders import (BuildResult, SourceItem, TypoBuildConfig, build_typographic, check_image_size, folder_source,
                        split_items, world_source)
-from .typographic import REFERENCE_SIZE_FRAC, TYPO_FONTS, TypoRenderConfig, split_attacks
+from .typographic import (REFERENCE_SIZE_FRAC, TYPO_FONTS, UNSEEN_CONTROL_WORDS, TypoRenderConfig, split_attacks,
+                          unseen_fonts)
 
-SET_NAMES = ("train", "val", "test", "test_heldout", "test_note")
+SET_NAMES = ("train", "val", "test", "test_heldout", "test_note", "test_unseen")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class AttackSetsConfig:
     placement: str | None = None  # None: the world's text_placement (world), "anywhere" (folders)
     control: bool = True  # write a control image (non-class word) per variant
     note: bool = True  # build the note-style held-out set ``test_note``
+    # build ``test_unseen``: held-out images attacked with the held-out words in typefaces of fonts-open-sans and
+    # fonts-cantarell (used nowhere else), controls with words outside every word list
+    unseen: bool = False
 
     def __post_init__(self):
         for name in ("k", "k_test"):
@@ -111,10 +118,11 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
     sp = split_attacks(classes, fonts=cfg.fonts, word_frac=cfg.word_frac, seed=cfg.seed)
     words = lambda idx: tuple(classes[i] for i in idx)  # noqa: E731
 
-    def plan(items, k, seed, fonts, written, style="plain"):
+    def plan(items, k, seed, fonts, written, style="plain", control_words=None):
         render = TypoRenderConfig(fonts=fonts, size_frac=size_frac, style=style, placement=placement)
         return items, TypoBuildConfig(k=k, seed=seed, image_size=cfg.image_size, render=render,
-                                      written_classes=words(written), control=cfg.control)
+                                      written_classes=words(written), control=cfg.control,
+                                      control_words=control_words)
 
     plans = {
         "train": plan(train_items, cfg.k, cfg.seed, sp.train_fonts, sp.train_words),
@@ -125,11 +133,28 @@ def build_attack_sets(train_items: list[SourceItem], test_items: list[SourceItem
         plans["test_note"] = plan(test_items, cfg.k_test, cfg.seed + 3, sp.train_fonts, sp.train_words, "note")
     if val:
         plans["val"] = plan(val, cfg.k_test, cfg.seed + 4, sp.train_fonts, sp.train_words)
+    if cfg.unseen:
+        plans["test_unseen"] = plan(test_items, cfg.k_test, cfg.seed + 6, unseen_fonts(), sp.test_words,
+                                    control_words=UNSEEN_CONTROL_WORDS)
     out = {}
     for name, (items, bcfg) in plans.items():
         key = config_hash(bcfg, list(classes), [it.identity() for it in items])
         out[name] = build_typographic(items, classes, Path(root) / f"{name}-{key}", bcfg, progress=progress)
     return out
+
+
+def resolve_unseen(unseen: bool | None) -> bool:
+    """A notebook's ``unseen`` parameter: None builds the unseen attack family where its fonts are installed and
+    says so in one line where they are not; True requires them (a clear error naming the packages)."""
+    if unseen is None:
+        if unseen_fonts(required=False):
+            return True
+        print("the unseen attack family (test_unseen) is skipped: its fonts are missing (sudo apt-get install "
+              "fonts-open-sans fonts-cantarell)")
+        return False
+    if unseen:
+        unseen_fonts(required=True)
+    return bool(unseen)
 
 
 def attack_arrays(source: str = "world", *, world=None, n_train: int | None = None, n_test: int | None = None,

@@ -29,6 +29,27 @@ TYPO_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
 HELDOUT_FONTS = ("DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono-Oblique.ttf")
 # control words: written exactly as an attack writes a class name, but no class name (what text costs by itself)
 CONTROL_WORDS = OTHER_WORDS
+# the unseen attack family (``test_unseen``): typefaces of two Debian packages that neither the world, pretraining
+# nor any training or held-out attack uses, and control words outside every word list of the workbench
+UNSEEN_FONT_PACKAGES = ("fonts-open-sans", "fonts-cantarell")
+UNSEEN_FONTS = ("/usr/share/fonts/truetype/open-sans/OpenSans-Regular.ttf",
+                "/usr/share/fonts/truetype/open-sans/OpenSans-Italic.ttf",
+                "/usr/share/fonts/opentype/cantarell/Cantarell-Regular.otf",
+                "/usr/share/fonts/opentype/cantarell/Cantarell-Bold.otf")
+UNSEEN_CONTROL_WORDS = ("lamp", "river", "piano", "garden", "window", "pencil", "ticket", "mirror", "candle", "violin")
+
+
+def unseen_fonts(required: bool = True) -> tuple[str, ...]:
+    """The unseen family's font files; where they are missing, a clear error naming the packages to install
+    (``required=False``: an empty tuple instead, for callers that skip the family)."""
+    import os
+
+    missing = [f for f in UNSEEN_FONTS if not os.path.isfile(f)]
+    if missing and required:
+        raise FileNotFoundError(f"the unseen attack family needs the fonts of Debian's {' and '.join(UNSEEN_FONT_PACKAGES)} "
+                                f"(missing: {missing[0]}, ...): sudo apt-get install {' '.join(UNSEEN_FONT_PACKAGES)}, "
+                                f"or build the sets without it (AttackSetsConfig(unseen=False))")
+    return () if missing else UNSEEN_FONTS
 PLACEMENTS = ("anywhere", "object", "beside")
 
 

@@ -132,6 +132,20 @@ def damage(after: dict, before: dict | None = None) -> dict:
     return out
 
 
+def gain_kept(after: dict, before: dict) -> dict:
+    """How much of the in-distribution gain survives in each other attack family: ``gain_kept<sfx>`` =
+    (typo<sfx>_top1 after - before) / (typo_top1 after - before) for the held-out, note and unseen families (1: all
+    of it, 0: none; NaN where there was no in-distribution gain)."""
+    out = {}
+    g = after.get("typo_top1", float("nan")) - before.get("typo_top1", float("nan"))
+    for sfx in ("_heldout", "_note", "_unseen"):
+        if after.get(f"typo{sfx}_top1") is None or before.get(f"typo{sfx}_top1") is None:
+            continue
+        out[f"gain_kept{sfx}"] = (float((after[f"typo{sfx}_top1"] - before[f"typo{sfx}_top1"]) / g) if g > 1e-9
+                                  else float("nan"))
+    return out
+
+
 def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:
     """How much of the true class survives in a model's features of attacked images: a logistic-regression probe
     (scikit-learn) fitted on the frozen features of ``sets["train"]["typo"]`` and scored on ``sets["test"]``'s

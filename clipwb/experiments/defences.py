@@ -35,7 +35,7 @@ from ..defences.projection import ProjectionConfig, train_projection
 from ..cache import fingerprint
 from ..evaluation.classifier import ZeroShotClassifier, model_classifier
 from ..evaluation.stats import aggregate_seeds, pack_correct, unpack_correct
-from ..evaluation.typographic import classifier_eval, damage, recovery
+from ..evaluation.typographic import classifier_eval, damage, gain_kept, recovery
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..losses.po import po_methods
@@ -229,8 +229,8 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
     for name in (n for n in registry if n in only):
         d = registry[name]
         fits = [_fit(ctx, d, s) for s in (setting.seeds if d.trains else (None,))]
-        per_seed = [{**f["metrics"], **recovery(f["metrics"], ctx.reference), **damage(f["metrics"], ctx.reference)}
-                    for f in fits]
+        per_seed = [{**f["metrics"], **recovery(f["metrics"], ctx.reference), **damage(f["metrics"], ctx.reference),
+                     **gain_kept(f["metrics"], ctx.reference)} for f in fits]
         correct = [unpack_correct(f["correct"]) for f in fits] if all(f["correct"] for f in fits) else None
         agg, out.scores[name] = aggregate_seeds(per_seed, correct, out.seeds if len(fits) > 1 else None)
         out.results[name] = {**agg, "trainable_params": fits[0]["trainable"],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cache import cached_json, fingerprint
 from ..evaluation.stats import aggregate_seeds, paired_test, unpack_correct
-from ..evaluation.typographic import damage, linear_probe_typo, po_eval, recovery
+from ..evaluation.typographic import damage, gain_kept, linear_probe_typo, po_eval, recovery
 from ..losses.po import po_methods
 from ..training.po_trainer import po_config, train_po
 from .context import RunContext, method_config
@@ -58,8 +58,8 @@ def compare_methods(lm, classes, sets: dict, methods=None, profile: str = "embed
         done = [ctx.po_run(m, s) for s in seeds]
         runs.results[m], runs.scores[m] = {}, {}
         for kind in done[0]["results"]:
-            per_seed = [{**d["results"][kind], **recovery(d["results"][kind], ref), **damage(d["results"][kind], ref)}
-                        for d in done]
+            per_seed = [{**d["results"][kind], **recovery(d["results"][kind], ref), **damage(d["results"][kind], ref),
+                         **gain_kept(d["results"][kind], ref)} for d in done]
             runs.results[m][kind], runs.scores[m][kind] = aggregate_seeds(
                 per_seed, [unpack_correct(d["correct"][kind]) for d in done], runs.seeds if len(seeds) > 1 else None)
         runs.logs[m] = done[0]["log"]
@@ -77,7 +77,7 @@ def best_po_method(results: dict, key: str = "typo_top1", weights: str | None = 
     return max(candidates, key=lambda m: pick(m)[key])
 
 
-DAMAGE_KEYS = ("presence_damage", "reading_damage", "presence_recovery", "reading_recovery")
+DAMAGE_KEYS = ("presence_damage", "reading_damage", "presence_recovery", "reading_recovery", "gain_kept")
 
 
 def recovery_table(runs: MethodRuns) -> list[dict]:
