@@ -241,3 +241,19 @@ def test_grids_are_cached(monkeypatch):
     assert E.robustness_grid((200,), (0.0, 0.5), (0,), (False,), train_n_max=0, progress=False) == rows
     with pytest.raises(pytest.fail.Exception):
         E.robustness_grid((200,), (0.0,), (0,), (False,), train_n_max=0, progress=False)
+
+
+def test_table1_summary_gives_seed_intervals_and_paired_gains():
+    from clipwb.experiments.mmcl import table1_summary
+
+    rows = [{"data": "d", "flip": 0.2, "k": None, "vectors": "-", "seed": s, "accuracy": a}
+            for s, a in ((0, 0.50), (1, 0.52), (2, 0.48))]
+    rows += [{"data": "d", "flip": 0.2, "k": 10, "vectors": "k-1", "seed": s, "accuracy": a}
+             for s, a in ((0, 0.60), (1, 0.63), (2, 0.58))]
+    rows += [{"data": "d", "flip": 0.2, "k": 10, "vectors": "log2", "seed": s, "accuracy": a}
+             for s, a in ((0, 0.55), (1, 0.47), (2, 0.49))]
+    out = {r["vectors"]: r for r in table1_summary(rows)}
+    assert out["-"]["accuracy"] == pytest.approx(0.50) and out["-"]["accuracy_seeds"] == [0.50, 0.52, 0.48]
+    assert "gain" not in out["-"]
+    assert out["k-1"]["gain"] == pytest.approx(0.31 / 3) and out["k-1"]["gain_significant"]  # +10, +11, +10 points
+    assert out["log2"]["gain"] == pytest.approx(0.01 / 3) and not out["log2"]["gain_significant"]  # +5, -5, +1

@@ -183,9 +183,10 @@ def _standardise(a, b):
 
 
 def digits_and_shapes(n_shapes_per_class: int = 180, image_size: int = 16, seed: int = 0,
-                      test_share: float = 0.25) -> TwoModalities:
+                      test_share: float = 0.25, world_settings: dict | None = None) -> TwoModalities:
     """scikit-learn's bundled digits (8 x 8, 10 classes) and the embedded world's object images of shape classes
-    0-9 (grey, ``image_size`` px), class k <-> shape k."""
+    0-9 (grey, ``image_size`` px), class k <-> shape k; ``world_settings``: ``WorldConfig`` fields for the shapes
+    (``SHAPES_WORLD``: whole objects; None: the default world's)."""
     from sklearn.datasets import load_digits
 
     from ..world import World, WorldConfig
@@ -193,7 +194,7 @@ def digits_and_shapes(n_shapes_per_class: int = 180, image_size: int = 16, seed:
     dg = load_digits()
     rng = np.random.default_rng(seed)
     xd, cd = dg.data / 16.0, dg.target
-    world = World(WorldConfig(seed=seed))
+    world = World(WorldConfig(seed=seed, **(world_settings or {})))
     b = world.generate(16 * n_shapes_per_class, "test", "object")  # eval split: class = index mod 16
     keep = np.array([r["label"] < 10 for r in b.records])
     img = torch.from_numpy(b.images[keep]).permute(0, 3, 1, 2).float().mean(1, keepdim=True) / 255.0
@@ -410,3 +411,35 @@ def closed_form_table(robustness_rows: list[dict]) -> dict:
         groups.setdefault((r["heteroskedastic"], r["n"], r["p_n"]), []).append(r)
     return {f"{'hetero' if h else 'homo'}_n{n}_p{p}": {k: float(np.mean([r[k] for r in rows])) for k in keys}
             for (h, n, p), rows in sorted(groups.items())}
+
+
+# The world as Sec. 5.1's "shapes" modality needs it: whole objects (the pre-typographic object size; the
+# typographic world's smaller objects halved the digits <-> shapes accuracy), no text (object images only)
+SHAPES_WORLD = {"object_size": (0.22, 0.4)}
+
+
+def table1_summary(rows: list[dict], key: str = "accuracy") -> list[dict]:
+    """Table 1 rows (``real_data_tables``) summarised over seeds per (data, flip, cleaning): mean, std, every seed
+    and the t-interval (``evaluation.stats.seed_summary``), and for each co-clustering row its gain over no
+    cleaning on the same seeds with the t-interval of the paired differences and whether it excludes 0."""
+    from ..evaluation.stats import seed_summary
+
+    def group(r):
+        return (r["data"], r["flip"], r.get("k") or 0, r["vectors"])
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(group(r), {})[r["seed"]] = r[key]
+    out = []
+    for (data, flip, k, vectors), by_seed in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        s = seed_summary([by_seed[sd] for sd in sorted(by_seed)])
+        row = {"data": data, "flip": flip, "k": k, "vectors": vectors, key: s["mean"], f"{key}_std": s["std"],
+               f"{key}_seeds": s["values"], f"{key}_seed_ci": s["ci"]}
+        base = groups.get((data, flip, 0, "-"))
+        if k and base:
+            common = sorted(set(base) & set(by_seed))
+            d = seed_summary([by_seed[sd] - base[sd] for sd in common])
+            row.update(gain=d["mean"], gain_ci=d["ci"],
+                       gain_significant=bool(d["ci"] is not None and not d["ci"][0] <= 0 <= d["ci"][1]))
+        out.append(row)
+    return out
