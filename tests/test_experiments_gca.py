@@ -125,3 +125,13 @@ def test_tiny_clip_pretraining_gca_switch_keeps_the_shipped_hash():
     assert np.isfinite(log["loss"]).all() and log["loss"][0] != pytest.approx(ref["loss"][0])
     with pytest.raises(ValueError, match="pretraining loss"):
         pretrain(pretrain_config("quick", loss="triplet"), progress=False)
+
+
+def test_versus_baseline_pairs_methods_with_ince_on_the_same_seeds():
+    rows = [{"config": {"task": "simclr", "noise_share": 0.0, "method": m, "seed": s}, "linear_probe_top1": v}
+            for m, vals in (("ince", (0.50, 0.52, 0.49)), ("gca-ince", (0.55, 0.58, 0.54)),
+                            ("rince", (0.52, 0.49, 0.50))) for s, v in enumerate(vals)]
+    out = {r["method"]: r for r in G.versus_baseline(rows, "linear_probe_top1")}
+    assert set(out) == {"gca-ince", "rince"} and out["gca-ince"]["seeds"] == [0, 1, 2]
+    assert out["gca-ince"]["diff"] == pytest.approx(0.16 / 3) and out["gca-ince"]["significant"]
+    assert not out["rince"]["significant"] and out["rince"]["ci"][0] < 0 < out["rince"]["ci"][1]

@@ -456,3 +456,27 @@ def pretrain_comparison(profile: str, steps: int, losses=("clip", "gca-uot"), ca
 
         out[loss] = cached_json("pretrain-comparison", [pcfg], run, cache_dir, enabled=cache_dir is not None)
     return out
+
+
+def versus_baseline(results: list[dict], metric: str = "linear_probe_top1", baseline: str = "ince") -> list[dict]:
+    """Each method against ``baseline`` on the same task, noise share and seed (same data, same initialisation
+    seed): the mean paired difference of ``metric`` over seeds, its t-interval (``evaluation.stats.seed_summary``)
+    and whether the interval excludes 0 (``significant``); with two seeds the interval is wide (t = 12.7)."""
+    from ..evaluation.stats import seed_summary
+
+    by = {}
+    for r in results:
+        c = r["config"]
+        if metric in r:
+            by[(c["task"], c["noise_share"], c["method"], c["seed"])] = r[metric]
+    rows = []
+    for task, share, method in sorted({k[:3] for k in by if k[2] != baseline}):
+        seeds = sorted(s for (t, p, m, s) in by if (t, p, m) == (task, share, method)
+                       and (task, share, baseline, s) in by)
+        if not seeds:
+            continue
+        d = seed_summary([by[(task, share, method, s)] - by[(task, share, baseline, s)] for s in seeds])
+        rows.append({"task": task, "noise_share": share, "method": method, "metric": metric, "seeds": seeds,
+                     "diff": d["mean"], "diff_std": d["std"], "ci": d["ci"],
+                     "significant": bool(d["ci"] is not None and not d["ci"][0] <= 0 <= d["ci"][1])})
+    return rows
