@@ -175,6 +175,13 @@ def _fmt(v):
     return str(v)
 
 
+def _fmt_ci(ci) -> str:
+    """A metric's 95 % interval (``<key>_ci`` = [low, high]) after its value, or nothing."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return ""
+
+
 def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict | None = None) -> Path:
     """reports/README.md: the main job's cold and warm timings (``runs.json``), then one table per metrics JSON,
     key numbers first; each notebook's "ran in" is its newest run (``timings`` overrides)."""
@@ -205,7 +212,7 @@ def write_summary(out_dir: str | Path, profile: str | None = None, timings: dict
         keys = [k for k in KEY_METRICS.get(nn, []) if k in data]
         keys += [k for k in sorted(data) if k not in keys and isinstance(data[k], (int, float, str, bool))]
         lines += [f"## {mf.stem}", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(data[k])} |" for k in keys]
+        lines += [f"| {k} | {_fmt(data[k])}{_fmt_ci(data.get(f'{k}_ci'))} |" for k in keys]
         extra = []
         if (out_dir / f"{mf.stem}.html").is_file():
             extra.append(f"[notebook (HTML)]({mf.stem}.html)")

@@ -106,3 +106,13 @@ def test_main_job_history_gives_cold_and_warm_timings(tmp_path, monkeypatch):
     assert "**400** (6.7 min)" in text and "**30** (0.5 min)" in text
     assert "ran in 25 s" in text  # each notebook's newest run
     assert len(json.loads((out / "runs.json").read_text())["runs"]) == 3
+
+
+def test_the_summary_shows_a_metric_with_its_interval(tmp_path):
+    from clipwb.reports import write_summary
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "02_po.json").write_text(json.dumps(
+        {"kto_typo_top1": 0.78125, "kto_typo_top1_ci": [0.7521, 0.8083], "kto_typo_top1_std": 0.012}))
+    text = write_summary(tmp_path).read_text()
+    assert "| kto_typo_top1 | 0.781 [0.752, 0.808] |" in text and "| kto_typo_top1_std | 0.012 |" in text
