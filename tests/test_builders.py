@@ -227,7 +227,7 @@ def test_the_unseen_family_uses_fonts_and_words_nothing_else_uses(tmp_path):
     with words outside every word list; a clear error naming the packages where the fonts are missing."""
     import clipwb.data.typographic as T
     from clipwb.data.builders import read_manifest
-    from clipwb.data.sets import AttackSetsConfig, attack_arrays, source_items
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays
     from clipwb.world import World
     from clipwb.world import generator as G
 

@@ -59,34 +59,32 @@ def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier
     from .stats import top1_ci
 
     te = sets["test"]
-    correct = {"clean": _correct(clf, te["clean"], te["true"])}
+    correct, attack = {"clean": _correct(clf.cosines(te["clean"]), te["true"])}, {}
     for name, sfx in FAMILIES.items():
         if name not in sets:
             continue
         s = sets[name]
         cos = clf.cosines(s["typo"])
-        correct[f"typo{sfx}"] = cos.argmax(-1).cpu().numpy() == np.asarray(s["true"])
-        correct[f"attack_success{sfx}"] = typo_scores(cos, s["true"], s["written"])["attack_success_rate"]
+        correct[f"typo{sfx}"] = _correct(cos, s["true"])
+        attack[f"attack_success{sfx}"] = typo_scores(cos, s["true"], s["written"])["attack_success_rate"]
         if "control" in s:
-            correct[f"control{sfx}"] = _correct(clf, s["control"], s["true"])
+            correct[f"control{sfx}"] = _correct(clf.cosines(s["control"]), s["true"])
     out = {}
     for key, c in correct.items():
-        if key.startswith("attack_success"):
-            out[key] = c
-            continue
         # clean and control top-1 as zeroshot.top1 computes them (a float32 mean), typographic ones as typo_scores
         mean = c.astype(np.float32).mean(dtype=np.float32) if not key.startswith("typo") else c.mean()
         out[f"{key}_top1"] = float(mean) if len(c) else float("nan")
         out[f"{key}_top1_ci"] = list(top1_ci(c)) if len(c) else None
+        if key.startswith("typo"):
+            sfx = key[len("typo"):]
+            out[f"attack_success{sfx}"] = attack[f"attack_success{sfx}"]
     if ref is not None:
         out["kl_drift"] = float(kl_ref_policy(ref.log_probs(te["clean"]), clf.log_probs(te["clean"])))
-    if return_correct:
-        return out, {k: v for k, v in correct.items() if not k.startswith("attack_success")}
-    return out
+    return (out, correct) if return_correct else out
 
 
-def _correct(clf: ZeroShotClassifier, images, true) -> np.ndarray:
-    return clf.cosines(images).argmax(-1).cpu().numpy() == np.asarray(true)
+def _correct(cosines, true) -> np.ndarray:
+    return cosines.argmax(-1).cpu().numpy() == np.asarray(true)
 
 
 def recovery(after: dict, before: dict) -> dict:
@@ -138,12 +136,18 @@ def gain_kept(after: dict, before: dict) -> dict:
     of it, 0: none; NaN where there was no in-distribution gain)."""
     out = {}
     g = after.get("typo_top1", float("nan")) - before.get("typo_top1", float("nan"))
-    for sfx in ("_heldout", "_note", "_unseen"):
+    for sfx in (s for s in FAMILIES.values() if s):
         if after.get(f"typo{sfx}_top1") is None or before.get(f"typo{sfx}_top1") is None:
             continue
         out[f"gain_kept{sfx}"] = (float((after[f"typo{sfx}_top1"] - before[f"typo{sfx}_top1"]) / g) if g > 1e-9
                                   else float("nan"))
     return out
+
+
+def against(after: dict, before: dict) -> dict:
+    """Everything a model's metrics say relative to the pretrained model's: ``recovery``, ``damage`` (with the
+    recoveries) and ``gain_kept``, per attack family."""
+    return {**recovery(after, before), **damage(after, before), **gain_kept(after, before)}
 
 
 def linear_probe_typo(model, sets: dict, C: float = 1.0, seed: int = 0) -> dict:

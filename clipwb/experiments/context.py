@@ -49,13 +49,17 @@ class RunContext:
         self.base_cfg = po_config(profile, **self.overrides)
         self.templates = self.base_cfg.templates
         self._reference: dict | None = None
-        self._runs: dict[str, dict] = {}
+        self._runs: dict[tuple[str, int], dict] = {}
 
     def method_config(self, method: str, seed: int | None = None) -> POConfig:
         """``po_config(profile, **overrides, method=method, **per_method[method])``, with the training ``seed``
         where given (the data stay the same)."""
         cfg = method_config(self.profile, method, self.overrides, self.per_method)
         return cfg if seed is None else dataclasses.replace(cfg, seed=seed)
+
+    def training_seed(self, seed: int | None) -> int:
+        """A training seed as given, or the profile's where None."""
+        return self.base_cfg.seed if seed is None else seed
 
     def _reference_entry(self) -> dict:
         if self._reference is None:

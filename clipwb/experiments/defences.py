@@ -4,8 +4,8 @@ Every defence is a ``Defence`` (a name, the config that determines its result, a
 ``DefenceContext`` that returns a ``DefenceFit``: a ``ZeroShotClassifier`` or its metrics, the trainable parameter
 count, the seconds and details), registered with ``register_defence``; ``compare_defences`` is a loop over the
 registry. Every classifier is scored by ``evaluation.typographic.classifier_eval`` on the held-out sets, against the
-pretrained model (presence and reading damage and their recoveries, KL drift). Defences that train get the PO profile's budget: the same training pairs,
-the same number of epochs and pairs per step (``po_config(profile)``). Strengths that a defence leaves open (PAINT's
+pretrained model (presence and reading damage and their recoveries, KL drift). Defences that train get the PO
+profile's budget: the same training pairs, the same number of epochs and pairs per step (``po_config(profile)``). Strengths that a defence leaves open (PAINT's
 alpha, the steering map's t) are chosen on the validation split (``sets["val"]``: images in neither the training
 nor the test sets, attacked the same way; the training pairs where the sets have no ``val``), by one rule
 (``defences.interpolation.select_strength``): the highest typographic top-1 whose clean top-1 stays within
@@ -35,7 +35,7 @@ from ..defences.projection import ProjectionConfig, train_projection
 from ..cache import fingerprint
 from ..evaluation.classifier import ZeroShotClassifier, model_classifier
 from ..evaluation.stats import aggregate_seeds, pack_correct, unpack_correct
-from ..evaluation.typographic import classifier_eval, damage, gain_kept, recovery
+from ..evaluation.typographic import against, classifier_eval
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..losses.po import po_methods
@@ -117,8 +117,9 @@ class DefenceSetting:
 
 class DefenceContext(RunContext):
     """The ``RunContext`` of a defence comparison plus what every defence reads: the pretrained model's image
-    features (memoised), its zero-shot classifier ``base``, the selection subset ``sel`` of training pairs and the
-    clean floor of the selection rule, the training budget ``steps`` and the ``setting``."""
+    features (memoised), its zero-shot classifier ``base``, the selection subset ``sel`` (of the validation split
+    where the sets have one) and the clean floor of the selection rule, the training budget ``steps`` and the
+    ``setting``."""
 
     def __init__(self, lm, classes, sets: dict, profile: str = "embedded", overrides: dict | None = None,
                  per_method: dict | None = None, setting: DefenceSetting = DefenceSetting(), progress: bool = True,
@@ -136,9 +137,6 @@ class DefenceContext(RunContext):
     def evaluate(self, clf: ZeroShotClassifier, return_correct: bool = False):
         """``classifier_eval`` of ``clf`` on the held-out sets, against the zero-shot classifier."""
         return classifier_eval(clf, self.sets, self.base, return_correct)
-
-    def training_seed(self, seed: int | None) -> int:
-        return self.base_cfg.seed if seed is None else seed
 
     def train_scores(self, clf: ZeroShotClassifier) -> dict:
         """Clean and typographic top-1 on the selection subset (of the validation split where there is one): what
@@ -229,8 +227,7 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
     for name in (n for n in registry if n in only):
         d = registry[name]
         fits = [_fit(ctx, d, s) for s in (setting.seeds if d.trains else (None,))]
-        per_seed = [{**f["metrics"], **recovery(f["metrics"], ctx.reference), **damage(f["metrics"], ctx.reference),
-                     **gain_kept(f["metrics"], ctx.reference)} for f in fits]
+        per_seed = [{**f["metrics"], **against(f["metrics"], ctx.reference)} for f in fits]
         correct = [unpack_correct(f["correct"]) for f in fits] if all(f["correct"] for f in fits) else None
         agg, out.scores[name] = aggregate_seeds(per_seed, correct, out.seeds if len(fits) > 1 else None)
         out.results[name] = {**agg, "trainable_params": fits[0]["trainable"],
@@ -269,7 +266,7 @@ def _mean_curve(curves: list[list[dict]]) -> list[dict]:
 def _curve_row(r: dict, reference: dict) -> dict:
     """A strength's test metrics with its damages, and the selection-split scores it was chosen on
     (``select_*``)."""
-    return {**{k: v for k, v in r.items() if k != "train"}, **recovery(r, reference), **damage(r, reference),
+    return {**{k: v for k, v in r.items() if k != "train"}, **against(r, reference),
             **{f"select_{k}": v for k, v in r["train"].items()}}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cache import cached_json, fingerprint
 from ..evaluation.stats import aggregate_seeds, paired_test, unpack_correct
-from ..evaluation.typographic import damage, gain_kept, linear_probe_typo, po_eval, recovery
+from ..evaluation.typographic import against, damage, linear_probe_typo, po_eval
 from ..losses.po import po_methods
 from ..training.po_trainer import po_config, train_po
 from .context import RunContext, method_config
@@ -53,13 +53,12 @@ def compare_methods(lm, classes, sets: dict, methods=None, profile: str = "embed
     seeds = tuple(seeds) if seeds else (None,)
     ref = ctx.reference
     runs = MethodRuns(reference=ref, scores={"reference": ctx.reference_correct},
-                      seeds=tuple(ctx.base_cfg.seed if s is None else s for s in seeds))
+                      seeds=tuple(ctx.training_seed(s) for s in seeds))
     for m in (po_methods() if methods is None else methods):
         done = [ctx.po_run(m, s) for s in seeds]
         runs.results[m], runs.scores[m] = {}, {}
         for kind in done[0]["results"]:
-            per_seed = [{**d["results"][kind], **recovery(d["results"][kind], ref), **damage(d["results"][kind], ref),
-                         **gain_kept(d["results"][kind], ref)} for d in done]
+            per_seed = [{**d["results"][kind], **against(d["results"][kind], ref)} for d in done]
             runs.results[m][kind], runs.scores[m][kind] = aggregate_seeds(
                 per_seed, [unpack_correct(d["correct"][kind]) for d in done], runs.seeds if len(seeds) > 1 else None)
         runs.logs[m] = done[0]["log"]
@@ -85,7 +84,7 @@ def recovery_table(runs: MethodRuns) -> list[dict]:
     family with controls: presence and reading damage after training and their recoveries, clean top-1, attack
     success and the change of clean top-1 from the pretrained model in points (notebook 02's damage table)."""
     ref = runs.reference
-    rows = [{"method": "pretrained", "weights": "-", **{k: v for k, v in damage(ref).items()},
+    rows = [{"method": "pretrained", "weights": "-", **damage(ref),
              "clean_top1": ref["clean_top1"], "attack_success": ref.get("attack_success"), "clean_change_pts": 0.0}]
     for m, by in runs.results.items():
         for kind, r in by.items():
@@ -159,5 +158,5 @@ def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded"
 
         done = cached_json(f"po-sweep-{weights}", ctx.keys.run(cfg), run, enabled=cache)
         r = done["metrics"]
-        out.append({param: v, **r, **recovery(r, ref), **damage(r, ref), "train_seconds": done["train_seconds"]})
+        out.append({param: v, **r, **against(r, ref), "train_seconds": done["train_seconds"]})
     return out
