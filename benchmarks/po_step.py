@@ -54,6 +54,22 @@ def default_out(device: torch.device, precision: str) -> Path:
     return RESULTS / f"po_step_{slug}_{precision}.json"
 
 
+def bench_model(spec: str, device):
+    """``load_model(spec)``, or, for a bare open_clip architecture name (``ViT-B-32``), that architecture randomly
+    initialised: step times do not depend on the weights, and a GPU machine without a model cache can still time
+    the real path's architecture."""
+    import open_clip
+
+    from clipwb.models import LoadedModel, register_configs
+
+    register_configs()
+    if ":" not in spec and spec in open_clip.list_models() and not spec.startswith("clipwb-"):
+        model, _, pre = open_clip.create_model_and_transforms(spec, device=device)
+        print(f"{spec}: randomly initialised (timing only)")
+        return LoadedModel(model.eval(), pre, open_clip.get_tokenizer(spec), spec, spec, None, {"kind": "random"})
+    return load_model(spec, device)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -207,7 +223,8 @@ def loss_agreement(lm, classes, data, cfg, res, device, amp) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--model", default="tiny", help="a clipwb model spec, or a bare open_clip architecture (ViT-B-32) "
+                                                      "randomly initialised")
     ap.add_argument("--batch", type=int, default=128, help="pairs per step (2x images through the tower)")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per pattern and round")
     ap.add_argument("--rounds", type=int, default=2)
@@ -228,7 +245,7 @@ def main():
     print(f"device {device}, CPU {cpu_info()['model']} (native bf16: {cpu_info()['bf16_native']}), "
           f"precision {prec.name}: {prec.reason}")
     torch.manual_seed(0)
-    lm = load_model(args.model, device)
+    lm = bench_model(args.model, device)
     classes, sets, _ = attack_arrays("world", world=World(), n_train=max(64, args.batch * (args.steps + 1) // 2),
                                      n_test=16, cfg=AttackSetsConfig(k=2), progress=False)
     data = sets["train"]

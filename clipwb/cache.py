@@ -30,7 +30,7 @@ def run_dir(cache: str | Path | None = None) -> Path:
 
 
 def fingerprint(*objs) -> str:
-    """SHA-1 of the content of models (state dicts), tensors, arrays and nested dicts / lists of them, in a fixed
+    """SHA-1 of the content of models (state dicts, and forward hooks that carry a ``fingerprint_token``), tensors, arrays and nested dicts / lists of them, in a fixed
     order; arrays on disk by the content digest they carry (``fingerprint_token()``); other values by their repr."""
     h = hashlib.sha1()
 
@@ -39,6 +39,11 @@ def fingerprint(*objs) -> str:
             h.update(f"F{o.fingerprint_token()}".encode())
         elif isinstance(o, torch.nn.Module):
             feed(o.state_dict())
+            # hooks that change the forward without a weight (a head's class-token contribution removed) say so
+            for name, m in o.named_modules():
+                for hk in (*m._forward_pre_hooks.values(), *m._forward_hooks.values()):
+                    if hasattr(hk, "fingerprint_token"):
+                        h.update(f"H{name}{hk.fingerprint_token()}".encode())
         elif isinstance(o, torch.Tensor):
             t = o.detach().cpu().contiguous()
             h.update(f"T{t.dtype}{tuple(t.shape)}".encode())

@@ -73,7 +73,9 @@ def _pretrain(args) -> int:
     from .models.loading import WEIGHTS_DIR, check_device
     from .training.pretrain import ensure_tiny_weights, pretrain_config
 
-    cfg = pretrain_config(args.profile)
+    from .models import TINY_MODELS
+
+    cfg = pretrain_config(args.profile, model_name=TINY_MODELS[args.model])
     if args.config:
         cfg = load_yaml(cfg, args.config)
     if cfg.device:
@@ -308,7 +310,7 @@ def _add_data(p: argparse.ArgumentParser, n_train: int, n_test: int, k: int) -> 
                    help="share of class names held out as written words of the test_heldout set")
 
 
-MODEL_HELP = "tiny | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
+MODEL_HELP = "tiny | tiny-vit | NAME:TAG (e.g. ViT-B-32:openai, from the local cache) | NAME:/path/ckpt | /path/ckpt | " \
              "local-dir:DIR"
 
 
@@ -339,6 +341,8 @@ def _add_pretrain(sub) -> None:
                        help="pretrain the tiny CLIP on the embedded world (cached by config hash)")
     t.add_argument("--profile", default="full", choices=["full", "quick"],
                    help="full: the shipped weights' settings; quick: a seconds-long smoke run")
+    t.add_argument("--model", default="tiny", choices=["tiny", "tiny-vit"],
+                   help="tiny: the conv (modified ResNet) image tower; tiny-vit: the ViT image tower")
     t.add_argument("--config", default=None, help="YAML file of PretrainConfig overrides (option: value per line)")
     t.add_argument("--force", action="store_true", help="retrain even if weights exist")
     t.add_argument("--ship", action="store_true", help="write into clipwb/models/weights/ (the shipped copy)")

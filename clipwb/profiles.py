@@ -86,6 +86,14 @@ PROFILES: dict[str, dict[str, dict]] = {
         "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "alphas": [0.25, 0.5, 0.75],
                  "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024, "n_val": 1024, "seeds": [0, 1, 2]},
     },
+    "08_reading": {
+        # n_probe: attacked world images per split for the probes (fit on val, score on test) and the head scores;
+        # the defence protocol (sets, selection, PO budget) is notebook 07's, at one training seed
+        "quick": {"n_probe": 64, "n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1},
+                  "select_n": 32, "n_val": 32, "seeds": [0], "n_examples": 3},
+        "full": {"n_probe": 1024, "n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "select_n": 1024, "n_val": 1024,
+                 "seeds": [0], "n_examples": 4},
+    },
 }
 
 

@@ -248,15 +248,97 @@ def _machine_line() -> str:
     return f"{info['model']} ({os.cpu_count()} cores, native bf16: {info['bf16_native']}), {platform.system()}"
 
 
-def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, whole: bool = True,
-               keep: int = 20) -> Path:
-    """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs); ``whole``: every notebook was asked
-    for (the main job), not a subset (``--only``)."""
+def calibration_seconds() -> float | None:
+    """This machine's speed on a fixed small workload: the seconds of one forward + backward of a conv net shaped
+    like the tiny CLIP's image tower in the precision ``auto`` chooses here (``precision.measure_cpu_variants``,
+    cached per machine in precision.json). A new machine's time estimate scales another machine's recorded
+    seconds by the ratio of the two. None on a GPU (there, only the GPU's own history estimates)."""
+    import torch
+
+    from .precision import _cache_file, cpu_info, measure_cpu_variants, resolve_precision
+
+    if torch.cuda.is_available():
+        return None
+    prec = resolve_precision("auto", "cpu")
+    key = json.dumps([cpu_info(), torch.__version__, 2], sort_keys=True)
+    try:
+        t = json.loads(_cache_file(None).read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        with torch.random.fork_rng(devices=[]):
+            t = measure_cpu_variants(bf16=prec.name == "bf16")
+    variant = "bf16_cl" if prec.name == "bf16" else ("fp32_cl" if prec.channels_last else "fp32")
+    return float(t.get(variant, t["fp32"]))
+
+
+def read_runs(out_dir: str | Path) -> list[dict]:
+    """The runs recorded in ``<out_dir>/runs.json`` (none where it is missing or unreadable)."""
     path = Path(out_dir) / RUNS_FILE
-    runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    try:
+        runs = json.loads(path.read_text()).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [r for r in runs if isinstance(r, dict) and isinstance(r.get("notebooks"), dict)]
+
+
+def estimate_seconds(history: list[dict], names: list[str], profile: str, state: str, machine: str,
+                     calibration: float | None) -> dict:
+    """The expected seconds of running notebooks ``names`` from a cache in ``state`` (cold / warm), per notebook
+    from the newest recorded run (``runs.json`` rows) of the same profile and cache state: on this ``machine``
+    as recorded; else on another machine, scaled by the ratio of this machine's ``calibration`` to that run's
+    (``calibration_seconds``); else, uncalibrated, as recorded there. Returns {"seconds": total of the known,
+    "per_notebook", "basis": per notebook "this machine" | "scaled from M (x r)" | "as on M (uncalibrated)",
+    "unknown": notebooks no run has timed}."""
+    per, basis, unknown = {}, {}, []
+    runs = [r for r in reversed(history) if r.get("profile") == profile and r.get("cache", {}).get("state") == state]
+    for name in names:
+        own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
+        other = next((r for r in runs if name in r["notebooks"] and r.get("calibration_s") and calibration), None)
+        any_run = next((r for r in runs if name in r["notebooks"]), None)
+        if own:
+            per[name], basis[name] = own["notebooks"][name], "this machine"
+        elif other:
+            ratio = calibration / other["calibration_s"]
+            per[name], basis[name] = other["notebooks"][name] * ratio, f"scaled from {other['machine']} (x {ratio:.2f})"
+        elif any_run:
+            per[name], basis[name] = any_run["notebooks"][name], f"as on {any_run['machine']} (uncalibrated)"
+        else:
+            unknown.append(name)
+    return {"seconds": float(sum(per.values())), "per_notebook": per, "basis": basis, "unknown": unknown}
+
+
+def _fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device: str) -> dict:
+    """The main job's opening lines: profile, device, cache state and the time estimate (this report folder's
+    runs.json, else the repository's reports/runs.json), on stderr; returns the estimate."""
+    history = read_runs(out_dir) or read_runs(REPO_ROOT / "reports")
+    calib = calibration_seconds() if device == "cpu" else None
+    est = estimate_seconds(history, names, profile, cache["state"], _machine_line(), calib)
+    bases = sorted(set(est["basis"].values()))
+    line = (f"[clipwb report] {len(names)} notebook(s), profile {profile}, on {_machine_line()} ({device}), cache "
+            f"{cache['state']}: ")
+    if est["per_notebook"]:
+        line += f"about {_fmt_minutes(est['seconds'])} expected ({'; '.join(bases)})"
+        if est["unknown"]:
+            line += f", plus {', '.join(est['unknown'])} (never timed)"
+    else:
+        line += "no recorded run to estimate from (this run will be the first in runs.json)"
+    print(line, file=sys.stderr, flush=True)
+    return est
+
+
+def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, whole: bool = True,
+               keep: int = 20, calibration: float | None = None) -> Path:
+    """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs); ``whole``: every notebook was asked
+    for (the main job), not a subset (``--only``); ``calibration``: this machine's ``calibration_seconds``."""
+    path = Path(out_dir) / RUNS_FILE
+    runs = read_runs(out_dir)
     runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile, "whole": whole,
                  "cache": cache, "machine": _machine_line(), "notebooks": {k: round(v, 1) for k, v in timings.items()},
-                 "seconds": round(sum(timings.values()), 1)})
+                 "seconds": round(sum(timings.values()), 1),
+                 **({"calibration_s": round(calibration, 5)} if calibration else {})})
     return atomic_write_text(path, json.dumps({"runs": runs[-keep:]}, indent=1) + "\n")
 
 
@@ -302,14 +384,26 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     check_writable_dir(out_dir, "reports folder")
     clean_stale_stages(out_dir)
     cache = cache_state()
-    print(f"[clipwb report] cache at start: {cache}", file=sys.stderr, flush=True)
-    results = []
-    for nb in nbs:
-        print(f"[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
+    import torch
+
+    from .progress import tqdm
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    est = announce(out_dir, profile, [nb.stem for nb in nbs], cache, device)
+    results, t0 = [], time.time()
+    bar = tqdm(nbs, desc="main job", unit="notebook", disable=not progress, position=0)
+    for nb in bar:
+        left = sum(est["per_notebook"].get(n.stem, 0) for n in nbs[len(results):])
+        bar.set_postfix_str(f"{nb.stem}" + (f", ~{_fmt_minutes(left)} left" if left else ""))
+        print(f"\n[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
         res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
         results.append(res)
         print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s", file=sys.stderr, flush=True)
+    bar.close()
     timings = {r.name: r.seconds for r in results}
-    record_run(out_dir, profile, timings, cache, whole=only is None)
+    record_run(out_dir, profile, timings, cache, whole=only is None,
+               calibration=calibration_seconds() if device == "cpu" else None)
     write_summary(out_dir, profile, timings)
+    print(f"[clipwb report] done in {_fmt_minutes(time.time() - t0)}: reports in {out_dir} (README.md: the key "
+          f"numbers and timings; NN_*.html: the executed notebooks; figures/, metrics/)", file=sys.stderr, flush=True)
     return results

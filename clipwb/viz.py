@@ -390,3 +390,63 @@ def mmcl_unpaired(summary: list[dict], paper: dict | None = None,
         ax.set(title=f"n = {n}", xlabel="N / n")
         ax.grid(alpha=0.3)
     return _finish_panels(fig, axes, "sin Theta", save)
+
+
+def reading_probes(curves: dict[str, dict], save=None):
+    """Per-layer class-token probe top-1 for the object and the written word (``experiments.reading``), one line per
+    model of ``curves`` (name -> analysis), with 95 % intervals as bands; layer 0 is the input of the first block."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for i, (name, a) in enumerate(curves.items()):
+        for key, ls, label in (("probe_object", "-", "object"), ("probe_word", "--", "written word")):
+            p = a[key]
+            x = np.arange(len(p["top1"]))
+            lo, hi = np.array(p["ci"]).T
+            ax.plot(x, p["top1"], ls=ls, marker="o", ms=3, color=plt.cm.tab10(i), label=f"{name}: {label}")
+            ax.fill_between(x, lo, hi, color=plt.cm.tab10(i), alpha=0.15)
+    ax.set(xlabel="layer (class token after block)", ylabel="probe top-1 on test", ylim=(0, 1.02),
+           title="what the class token holds, layer by layer")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def head_heatmaps(scores: dict[str, list], save=None, title: str = "typographic attention score"):
+    """One layer x head heat map per model (name -> score as ``experiments.reading``), on a common colour scale,
+    each cell's score written in it."""
+    mats = {n: np.asarray(s, dtype=float) for n, s in scores.items()}
+    vmax = max(float(m.max()) for m in mats.values())
+    fig, axes = plt.subplots(1, len(mats), figsize=(0.6 + 3.4 * len(mats), 3.4), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax, aspect="auto")
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < vmax / 2 else "k")
+        ax.set(xlabel="head", ylabel="layer", title=name, xticks=range(m.shape[1]), yticks=range(m.shape[0]))
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention mass on the text")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, save)
+
+
+def attention_overlays(images: np.ndarray, maps: dict[str, np.ndarray], heads: list[dict], save=None):
+    """Rows: images; columns: the image, then per model of ``maps`` (name -> (n, n_heads, rows, cols) as
+    ``experiments.reading.attention_examples``) each head's class-token attention drawn over the image."""
+    n, names = len(images), list(maps)
+    ncol = 1 + len(names) * len(heads)
+    fig, axes = plt.subplots(n, ncol, figsize=(1.25 * ncol, 1.3 * n + 0.4), squeeze=False)
+    S = images.shape[1]
+    for i in range(n):
+        axes[i, 0].imshow(images[i])
+        c = 1
+        for name in names:
+            for j, h in enumerate(heads):
+                a = maps[name][i, j]
+                axes[i, c].imshow(images[i])
+                axes[i, c].imshow(a / max(a.max(), 1e-9), cmap="inferno", alpha=0.6, extent=(0, S, S, 0),
+                                  interpolation="nearest")
+                if i == 0:
+                    axes[i, c].set_title(f"{name}\nL{h['layer']} H{h['head']}", fontsize=7)
+                c += 1
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _save(fig, save)

@@ -27,7 +27,19 @@ REQUIRED = {
     "07": ["zero_shot_typo_top1", "ce_typo_top1", "paint_ce_typo_top1", "paint_dpo_typo_top1",
            "defense_prefix_typo_top1", "projection_typo_top1", "head_ablation_typo_top1", "dpo_typo_top1",
            "kto_typo_top1", "steering_typo_top1", "steering_clean_top1", "notebook_seconds"],
+    "08": ["top_head_score", "top_head_score_after_po", "probe_word_last", "probe_word_last_after_po",
+           "probe_object_last", "zero_shot_typo_top1", "head_ablation_typo_top1", "dpo_typo_top1", "notebook_seconds"],
 }
+
+
+def _cell_profile(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_main_job", NOTEBOOK_DIR.parent / "benchmarks" /
+                                                  "profile_main_job.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.cell_profile(path)
 
 
 def test_there_are_notebooks():
@@ -109,6 +121,8 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
         assert rows and all(r["ci_pts"][0] <= r["diff_pts"] <= r["ci_pts"][1] and isinstance(r["significant"], bool)
                             for r in rows)
     assert (tmp_path / f"{nb.stem}.html").is_file()
+    prof = _cell_profile(tmp_path / nb.name)  # the main job's profile (benchmarks/) reads every executed notebook
+    assert prof["cells"] and prof["seconds"] > 0
     executed = nbformat.read(tmp_path / nb.name, as_version=4)
     own_warnings = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
                     if o.get("name") == "stderr" and re.search(r"/clipwb/[\w/]+\.py:\d+: \w*Warning", o.get("text", ""))]
@@ -116,6 +130,27 @@ def test_notebook_runs_in_quick_profile(nb, tmp_path):
     assert list((tmp_path / "figures").glob(f"{nb.name[:2]}_*.png"))
     assert res.seconds > 0
     assert str(NOTEBOOK_DIR) not in str(tmp_path)
+
+
+def _has_model_parameter(nb) -> bool:
+    cell = next(c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return re.search(r"^model = ", cell.source, re.M) is not None
+
+
+VIT_NOTEBOOKS = [p for p in NOTEBOOKS if _has_model_parameter(p) and not p.name.startswith("08_")]
+
+
+def test_every_model_notebook_is_run_with_the_vit_tower():
+    assert {p.name[:2] for p in VIT_NOTEBOOKS} >= {"00", "01", "02", "03", "04", "07"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", VIT_NOTEBOOKS, ids=[p.stem for p in VIT_NOTEBOOKS])
+def test_notebook_runs_with_the_vit_tower(nb, tmp_path):
+    """``model: tiny-vit`` in the parameters of every notebook that takes a model (08 uses it by default)."""
+    run_notebook(nb, tmp_path, "quick", parameters={"model": "tiny-vit"}, html=False, progress=False)
+    metrics = json.loads((tmp_path / "metrics" / f"{nb.stem}.json").read_text())
+    assert metrics["model"] == "tiny-vit" and metrics["profile"] == "quick"
 
 
 @pytest.mark.slow

@@ -116,3 +116,75 @@ def test_the_summary_shows_a_metric_with_its_interval(tmp_path):
         {"kto_typo_top1": 0.78125, "kto_typo_top1_ci": [0.7521, 0.8083], "kto_typo_top1_std": 0.012}))
     text = write_summary(tmp_path).read_text()
     assert "| kto_typo_top1 | 0.781 [0.752, 0.808] |" in text and "| kto_typo_top1_std | 0.012 |" in text
+
+
+def test_the_time_estimate_reads_this_machines_runs_and_scales_anothers():
+    from clipwb.reports import estimate_seconds
+
+    runs = [
+        {"profile": "full", "cache": {"state": "cold"}, "machine": "AMD", "calibration_s": 0.2,
+         "notebooks": {"00_a": 100.0, "01_b": 1000.0, "02_c": 50.0}},
+        {"profile": "full", "cache": {"state": "warm"}, "machine": "Intel", "calibration_s": 0.1,
+         "notebooks": {"00_a": 5.0, "01_b": 7.0}},
+        {"profile": "full", "cache": {"state": "cold"}, "machine": "Intel", "calibration_s": 0.1,
+         "notebooks": {"00_a": 40.0}},
+        {"profile": "quick", "cache": {"state": "cold"}, "machine": "Intel", "notebooks": {"01_b": 3.0}},
+        {"profile": "full", "cache": {"state": "cold"}, "machine": "GPU", "notebooks": {"03_d": 9.0}},
+    ]
+    est = estimate_seconds(runs, ["00_a", "01_b", "03_d", "04_e"], "full", "cold", "Intel", calibration=0.1)
+    assert est["per_notebook"]["00_a"] == 40.0 and est["basis"]["00_a"] == "this machine"
+    assert est["per_notebook"]["01_b"] == pytest.approx(500.0)  # AMD's 1000 s at half this machine's step time
+    assert est["basis"]["01_b"] == "scaled from AMD (x 0.50)"
+    assert est["per_notebook"]["03_d"] == 9.0 and "uncalibrated" in est["basis"]["03_d"]
+    assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(549.0)
+    warm = estimate_seconds(runs, ["00_a", "01_b"], "full", "warm", "Intel", calibration=0.1)
+    assert warm["seconds"] == 12.0
+    assert estimate_seconds([], ["00_a"], "full", "cold", "Intel", 0.1) == {
+        "seconds": 0.0, "per_notebook": {}, "basis": {}, "unknown": ["00_a"]}
+
+
+def test_the_main_job_announces_its_estimate_and_where_the_reports_are(tmp_path, monkeypatch, capsys):
+    from clipwb import reports
+
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _nb(nbs / "00_first.ipynb", GOOD.format(name="00_first", nn="00"))
+    monkeypatch.setattr(reports, "calibration_seconds", lambda: 0.1)
+    out.mkdir()
+    (out / "runs.json").write_text(json.dumps({"runs": [
+        {"profile": "quick", "cache": {"state": "cold"}, "machine": "elsewhere", "calibration_s": 0.05,
+         "notebooks": {"00_first": 120.0}, "seconds": 120.0, "finished": "x"}]}))
+    run_reports(out, "quick", nb_dir=nbs, progress=False)
+    err = capsys.readouterr().err
+    assert "1 notebook(s), profile quick" in err and "about 4 min expected (scaled from elsewhere (x 2.00))" in err
+    assert f"reports in {out}" in err
+    last = json.loads((out / "runs.json").read_text())["runs"][-1]
+    assert last["calibration_s"] == 0.1 and last["profile"] == "quick"
+
+
+def _profile_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_main_job.py"
+    spec = importlib.util.spec_from_file_location("profile_main_job", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_profile_script_reads_each_cells_seconds(tmp_path, capsys):
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _nb(nbs / "00_first.ipynb", "import time\ntime.sleep(1.2)\n" + GOOD.format(name="00_first", nn="00"))
+    run_reports(out, "quick", nb_dir=nbs, progress=False)
+    mod = _profile_module()
+    assert mod.main(["--reports", str(out), "--json", str(tmp_path / "p.json")]) == 0
+    prof = json.loads((tmp_path / "p.json").read_text())
+    cells = prof["notebooks"]["00_first"]["cells"]
+    assert prof["profile"] == "quick" and prof["cache"]["state"] in ("cold", "warm")
+    assert cells[-1]["step"] == "import time" and cells[-1]["seconds"] >= 1.2
+    assert prof["notebooks"]["00_first"]["seconds"] >= 1.2
+    assert "00_first cell" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="no executed notebooks"):
+        mod.profile_reports(tmp_path / "reports" / "figures")

@@ -4,10 +4,12 @@ attention head by how much of the written word its output carries into the poole
 top-scoring heads greedily while clean accuracy on a validation split stays within a tolerance.
 
 A head h of an attention layer with output projection W_O (d_out x H d_head) contributes
-W_O[:, h d_head:(h+1) d_head] o_h to the layer's output; zeroing those columns removes exactly that contribution.
-Heads are found in every ``nn.MultiheadAttention`` and open_clip ``Attention`` of the image tower (all blocks of
-a ViT) and in the attention pooling of open_clip's modified ResNet (the tiny model's conv tower: its pooling
-heads are its only attention). The score of a head is its ablation effect on the attack: the drop of the mean
+W_O[:, h d_head:(h+1) d_head] o_h to the layer's output at every position. In a ViT (every block's
+``nn.MultiheadAttention``), ablating a head removes, as Dyslexify does, only its contribution to the class token
+(position 0): a forward hook subtracts W_O[:, h] softmax(q_0 k^T / sqrt(d)) v_h from the class token's output and
+leaves the patches' outputs alone. In the attention pooling of open_clip's modified ResNet (the tiny conv tower:
+its pooling heads are its only attention) the pooled token is the only output, and the head's output-projection
+columns are zeroed. The score of a head is its ablation effect on the attack: the drop of the mean
 margin cos(x, t_written) - cos(x, t_true) over attacked probe images when that head alone is zeroed."""
 from __future__ import annotations
 
@@ -57,14 +59,53 @@ def attention_heads(model) -> list[Head]:
     return heads
 
 
+class ClassTokenAblation:
+    """A forward hook for an ``nn.MultiheadAttention`` whose query position 0 is a class token: subtracts the
+    listed heads' contribution to that position's output (their attention from the class token times their values,
+    through their columns of the output projection). The patches' outputs are untouched. Holds no module, so a
+    deep copy of the model copies it with the model."""
+
+    def __init__(self, heads):
+        self.heads = sorted(set(int(h) for h in heads))
+
+    def fingerprint_token(self) -> str:  # clipwb.cache.fingerprint tells an ablated model from the original
+        return f"ClassTokenAblation{self.heads}"
+
+    def contribution(self, module: nn.MultiheadAttention, q_x, k_x, v_x) -> torch.Tensor:
+        """(N, E) the listed heads' summed contribution to the class token's output (batch-first inputs)."""
+        from ..evaluation.reading import head_projections
+
+        q, k, v = head_projections(module, q_x[:, :1], k_x, v_x)
+        a = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (N, H, 1, T)
+        o = (a @ v)[:, :, 0]  # (N, H, d)
+        d, w = o.shape[-1], module.out_proj.weight
+        return sum(o[:, h] @ w[:, h * d:(h + 1) * d].T for h in self.heads)
+
+    def __call__(self, module, args, out):
+        from ..evaluation.reading import _batch_first
+
+        q_x, k_x, v_x = (_batch_first(a, module) for a in args[:3])
+        y = _batch_first(out[0], module).clone()
+        y[:, 0] -= self.contribution(module, q_x, k_x, v_x).to(y.dtype)
+        return (y if module.batch_first else y.transpose(0, 1)), *out[1:]
+
+
 def ablate(model, heads: list[Head]) -> nn.Module:
-    """A copy of ``model`` with the output-projection columns of ``heads`` zeroed."""
+    """A copy of ``model`` without ``heads``: in a ViT their contribution to the class token removed (a
+    ``ClassTokenAblation`` hook per attention module), in attention pooling their output-projection columns zeroed."""
     out = copy.deepcopy(model)
     modules = dict(out.visual.named_modules())
+    by_module: dict[str, list[int]] = {}
     with torch.no_grad():
         for h in heads:
-            w, _ = _out_proj(modules[h.module])
-            w[:, h.index * h.head_dim:(h.index + 1) * h.head_dim] = 0
+            m = modules[h.module]
+            if isinstance(m, nn.MultiheadAttention):
+                by_module.setdefault(h.module, []).append(h.index)
+            else:
+                w, _ = _out_proj(m)
+                w[:, h.index * h.head_dim:(h.index + 1) * h.head_dim] = 0
+    for name, idx in by_module.items():
+        modules[name].register_forward_hook(ClassTokenAblation(idx))
     return out.eval()
 
 

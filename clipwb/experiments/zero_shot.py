@@ -61,3 +61,32 @@ def real_sets_table(lm, real_sets: dict, image_size: int | None = None, progress
         rows[name] = {"typo_top1": m["typo_top1"], "attack_success_rate": m["attack_success_rate"], "n": m["n"],
                       "skipped_corrupt": len(arr["skipped_corrupt"])}
     return rows
+
+
+# what the embedded world's models are built to show (issue targets), on the world suite's metrics: (key, op, bound)
+WORLD_TARGETS = (("zero_shot_clean_top1", ">=", 0.90), ("zero_shot_typo_top1", "<=", 0.45),
+                 ("reading_damage", ">=", 0.20), ("presence_damage", "<=", 0.20), ("gender_top1", ">=", 0.85),
+                 ("occupation_top1", ">=", 0.85))
+
+
+def world_checks(suites: dict[str, dict]) -> list[dict]:
+    """Side by side, per model (name -> ``world_suite`` metrics): every check with its value, the presence damage
+    (clean - control) and the reading damage (control - attack) derived from them, the target and whether each
+    model meets it."""
+    derived = {n: {**m, "presence_damage": m["zero_shot_clean_top1"] - m["zero_shot_control_top1"],
+                   "reading_damage": m["zero_shot_control_top1"] - m["zero_shot_typo_top1"]}
+               for n, m in suites.items()}
+    targets = {k: (op, b) for k, op, b in WORLD_TARGETS}
+    keys = ["zero_shot_clean_top1", "zero_shot_control_top1", "zero_shot_typo_top1", "attack_success",
+            "presence_damage", "reading_damage", "text_read_top1", "probe_ceiling_typo", "gender_top1",
+            "occupation_top1"]
+    rows = []
+    for k in keys:
+        row = {"check": k, **{n: round(float(d[k]), 4) for n, d in derived.items()}}
+        if k in targets:
+            op, b = targets[k]
+            row["target"] = f"{op} {b}"
+            for n, d in derived.items():
+                row[f"{n} meets"] = bool(d[k] >= b if op == ">=" else d[k] <= b)
+        rows.append(row)
+    return rows

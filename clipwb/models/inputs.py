@@ -54,3 +54,16 @@ def encode_images(model, images, batch_size: int = 256) -> torch.Tensor:
         out.append(F.normalize(model.encode_image(x).float(), dim=-1))
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def image_flops(model) -> int:
+    """FLOPs of one image through the image tower (torch's ``FlopCounterMode``: 2 per multiply-add), at the
+    model's input size, on the CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = preprocess_stats(model)[2]
+    x = torch.zeros(1, 3, size, size, device=model_device(model))
+    with FlopCounterMode(display=False) as fc:
+        model.encode_image(x)
+    return int(fc.get_total_flops())

@@ -6,6 +6,9 @@ Specs
   config and the pretraining config, first among the weights shipped in ``clipwb/models/weights/``, then in
   the cache dir (``$CLIPWB_CACHE`` or ``~/.cache/clipwb``); ``weights/index.json`` names the default. Loading
   never trains: missing weights are an error naming ``python -m clipwb pretrain``.
+- ``tiny-vit``: the same text tower with an open_clip ViT image tower (``configs/clipwb-tiny-vit.json``: 64 px,
+  8 px patches, width 128, 6 layers of 8 heads; 157 MFLOP per image against the conv tower's 145), pretrained the
+  same way (``python -m clipwb pretrain --model tiny-vit``); its attention heads are what notebook 08 reads.
 - ``NAME:TAG`` (``ViT-B-32:openai``): an open_clip pretrained tag, resolved from the local HF hub cache or
   open_clip's URL cache *without touching the network*; if not cached, ``WeightsNotCachedError`` at once
   with instructions.
@@ -28,6 +31,8 @@ from ..fileio import atomic_write, atomic_write_text, cache_dir
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TINY_NAME = "clipwb-tiny"
+# the embedded world's models: spec -> open_clip config name (both pretrained by the project, weights shipped)
+TINY_MODELS = {"tiny": TINY_NAME, "tiny-vit": "clipwb-tiny-vit"}
 CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
@@ -284,8 +289,9 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
         raise ModelSpecError("empty model spec; use 'tiny', 'NAME:TAG' (e.g. ViT-B-32:openai), "
                              "'NAME:/path/ckpt.pt', '/path/ckpt.safetensors' or 'local-dir:/folder'")
     spec = spec.strip()
-    if spec == "tiny" or spec == TINY_NAME:
-        return "tiny", TINY_NAME, None
+    for short, full in TINY_MODELS.items():
+        if spec in (short, full):
+            return "tiny", full, None
     if spec.startswith("local-dir:"):
         return "local-dir", None, spec[len("local-dir:"):]
     if spec.startswith("hf-hub:"):
@@ -324,14 +330,16 @@ def _model_name(cfg: dict, default):
     return meta.get("model_name", default) if isinstance(meta, dict) else default
 
 
-def _tiny_weights(pretrain_cfg, cache: str | None, info: dict) -> str:
+def _tiny_weights(name: str, pretrain_cfg, cache: str | None, info: dict) -> str:
     """The tiny model's weights file (shipped, or of ``pretrain_cfg`` in the cache dir); never trains."""
-    key = tiny_weights_key(pretrain_cfg) if pretrain_cfg is not None else default_tiny_key(TINY_NAME)
-    path, exists = tiny_weights_path(key, cache, TINY_NAME if pretrain_cfg is None else pretrain_cfg.model_name)
+    if pretrain_cfg is not None and pretrain_cfg.model_name != name:
+        raise ModelSpecError(f"pretrain_cfg is for {pretrain_cfg.model_name}, the spec names {name}")
+    key = tiny_weights_key(pretrain_cfg) if pretrain_cfg is not None else default_tiny_key(name)
+    path, exists = tiny_weights_path(key, cache, name)
     if not exists:
         raise WeightsNotCachedError(
             f"no pretrained tiny weights {path.name} (looked in {WEIGHTS_DIR} and {path.parent}): train them "
-            f"with `python -m clipwb pretrain` (--config FILE for a non-default PretrainConfig, --cache-dir "
+            f"with `python -m clipwb pretrain{' --model tiny-vit' if name != TINY_NAME else ''}` (--config FILE for a non-default PretrainConfig, --cache-dir "
             f"DIR for another cache) or clipwb.training.pretrain.ensure_tiny_weights(cfg)")
     log = path.with_suffix(".json")
     if log.is_file():
@@ -377,7 +385,7 @@ def load_model(spec: str = "tiny", device: str | torch.device | None = None, *, 
     kind, name, arg = parse_spec(spec)
     info: dict = {"kind": kind}
     if kind == "tiny":
-        weights = _tiny_weights(pretrain_cfg, cache, info)
+        weights = _tiny_weights(name, pretrain_cfg, cache, info)
     elif kind == "local-dir":
         return _load_local_dir(Path(arg), spec, device, info)
     elif kind == "file":
