@@ -28,7 +28,7 @@ REQUIRED = {
            "defense_prefix_typo_top1", "projection_typo_top1", "head_ablation_typo_top1", "dpo_typo_top1",
            "kto_typo_top1", "steering_typo_top1", "steering_clean_top1", "notebook_seconds"],
     "08": ["top_head_score", "top_head_score_after_po", "probe_word_last", "probe_word_last_after_po",
-           "probe_object_last", "zero_shot_typo_top1", "head_ablation_typo_top1", "dpo_typo_top1", "notebook_seconds"],
+           "probe_object_last", "zero_shot_typo_top1", "head_ablation_typo_top1", "kto_typo_top1", "notebook_seconds"],
 }
 
 
