@@ -82,9 +82,12 @@ PROFILES: dict[str, dict[str, dict]] = {
     "07_defences": {
         # n_val: validation images (world's val split) on which strengths are chosen; seeds as notebook 02's
         "quick": {"n_train": 48, "n_test": 32, "k": 2, "po": {"batch_size": 32, "epochs": 1}, "alphas": [0.5],
-                  "ts": [1.0], "select_n": 32, "n_val": 32, "seeds": [0, 1]},
+                  "ts": [1.0], "select_n": 32, "n_val": 32, "seeds": [0, 1], "compare_seeds": [0]},
+        # compare_seeds: training seeds of the other towers' rows (``compare``; one seed: the ViT rows are shown
+        # beside the conv tower's, and notebook 08 reads the same runs)
         "full": {"n_train": 2000, "n_test": 1024, "k": 3, "po": {}, "alphas": [0.25, 0.5, 0.75],
-                 "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024, "n_val": 1024, "seeds": [0, 1, 2]},
+                 "ts": [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "select_n": 1024, "n_val": 1024, "seeds": [0, 1, 2],
+                 "compare_seeds": [0]},
     },
     "08_reading": {
         # n_probe: attacked world images per split for the probes (fit on val, score on test) and the head scores;

@@ -477,3 +477,30 @@ def flat_metrics(runs: DefenceRuns) -> dict:
     flat metric keys)."""
     return {f"{d}_{k}{x}": r[f"{k}{x}"] for d, r in runs.results.items() for k in ("typo_top1", "clean_top1")
             for x in ("", "_ci", "_std") if f"{k}{x}" in r}
+
+
+# the rows notebook 07 shows for a second image tower (issue 27): zero-shot, every preference method (to find the
+# best), CE, PAINT on CE and on DPO, the projection and head ablation
+TOWER_ROWS = ("zero_shot", "dpo", "ipo", "kto", "ce", "paint_ce", "paint_dpo", "projection", "head_ablation")
+
+
+def towers_table(runs: dict, keys=("clean_top1", "typo_top1", "typo_heldout_top1", "typo_unseen_top1")) -> list[dict]:
+    """One row per (model, defence) of ``runs`` (model -> DefenceRuns): the training seeds behind it ("-": it trains
+    nothing) and
+    each key with its 95 % interval over the test images (``evaluation.stats.with_interval``), the best preference
+    method of each model marked."""
+    from ..evaluation.stats import with_interval
+
+    rows, registry = [], defences()
+    for model, r in runs.items():
+        best = best_po_method(r.results)
+        for d, m in r.results.items():
+            rows.append({"model": model, "defence": d + (" (best PO)" if d == best else ""),
+                         "training seeds": len(r.seeds) if registry[d].trains else "-",
+                         **{k: with_interval(m, k) for k in keys if k in m}})
+    return rows
+
+
+def merged_results(runs: dict) -> dict:
+    """``{"<defence> · <model>": metrics}`` of several models' DefenceRuns, for one Pareto figure."""
+    return {f"{d} · {model}": m for model, r in runs.items() for d, m in r.results.items()}

@@ -1,0 +1,41 @@
+"""The side-by-side views of two image towers: notebook 00's world checks and notebook 07's defence table."""
+from clipwb.experiments.defences import DefenceRuns, merged_results, towers_table
+from clipwb.experiments.zero_shot import world_checks
+
+
+def _suite(clean, control, typo, gender=0.9):
+    return {"zero_shot_clean_top1": clean, "zero_shot_control_top1": control, "zero_shot_typo_top1": typo,
+            "attack_success": 0.3, "text_read_top1": 0.8, "probe_ceiling_typo": 0.85, "gender_top1": gender,
+            "occupation_top1": 0.95}
+
+
+def test_world_checks_derive_both_damages_and_judge_each_model():
+    rows = {r["check"]: r for r in world_checks({"conv": _suite(0.90, 0.61, 0.43), "vit": _suite(0.92, 0.80, 0.50,
+                                                                                               gender=0.8)})}
+    assert abs(rows["presence_damage"]["conv"] - 0.29) < 1e-9 and abs(rows["reading_damage"]["conv"] - 0.18) < 1e-9
+    assert rows["presence_damage"]["conv meets"] is False and rows["presence_damage"]["vit meets"] is True
+    assert rows["reading_damage"]["vit meets"] is True  # 0.30 >= 0.20
+    assert rows["zero_shot_typo_top1"]["vit meets"] is False  # 0.50 > 0.45
+    assert rows["gender_top1"]["vit meets"] is False and rows["gender_top1"]["target"] == ">= 0.85"
+    assert "target" not in rows["attack_success"]
+
+
+def test_towers_table_has_a_row_per_model_and_defence_with_intervals():
+    def runs(ko, seeds):
+        r = DefenceRuns(seeds=seeds)
+        r.results = {"zero_shot": {"clean_top1": 0.9, "clean_top1_ci": [0.88, 0.92], "typo_top1": 0.43},
+                     "kto": {"clean_top1": 0.9, "typo_top1": ko, "typo_top1_ci": [ko - 0.02, ko + 0.02]},
+                     "dpo": {"clean_top1": 0.9, "typo_top1": 0.7},
+                     "head_ablation": {"clean_top1": 0.89, "typo_top1": 0.6}}
+        return r
+
+    rows = towers_table({"tiny": runs(0.78, (0, 1, 2)), "tiny-vit": runs(0.5, (0,))})
+    assert len(rows) == 8 and {r["model"] for r in rows} == {"tiny", "tiny-vit"}
+    tiny = {r["defence"]: r for r in rows if r["model"] == "tiny"}
+    vit = {r["defence"]: r for r in rows if r["model"] == "tiny-vit"}
+    assert "kto (best PO)" in tiny and "dpo (best PO)" in vit  # each tower's own best
+    assert tiny["kto (best PO)"]["training seeds"] == 3 and vit["kto"]["training seeds"] == 1
+    assert tiny["zero_shot"]["training seeds"] == "-" and tiny["head_ablation"]["training seeds"] == "-"
+    assert "[0.760, 0.800]" in tiny["kto (best PO)"]["typo_top1"]
+    merged = merged_results({"tiny": runs(0.78, (0,)), "tiny-vit": runs(0.5, (0,))})
+    assert set(merged) >= {"kto · tiny", "kto · tiny-vit", "zero_shot · tiny-vit"}
