@@ -38,8 +38,13 @@ def test_default_tiny_weights_ship_with_the_package(tiny):
     assert exists and path.parent == WEIGHTS_DIR
     # the index's default is the weights of the default pretraining config (a changed default must re-ship)
     assert default_tiny_key() == tiny_weights_key(PretrainConfig())
+    from clipwb.models import TINY_MODELS
+
+    vit_path, vit_exists = tiny_weights_path(name=TINY_MODELS["tiny-vit"])
+    assert vit_exists and default_tiny_key(TINY_MODELS["tiny-vit"]) == tiny_weights_key(
+        PretrainConfig(model_name=TINY_MODELS["tiny-vit"]))
     shipped = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
-    assert shipped == {path.stem}, "only the default weights ship (orphaned files left in weights/?)"
+    assert shipped == {path.stem, vit_path.stem}, "only the default weights ship (orphaned files left in weights/?)"
     assert tiny.weights == str(path) and not tiny.model.training
     assert path.with_suffix(".json").is_file(), "the pretraining log ships beside the weights"
 

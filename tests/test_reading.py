@@ -30,7 +30,7 @@ def _images(n, seed=0):
 def test_vit_config_flops_and_round_trips(vit, tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
 
-    assert vit_grid(vit) == (16, 16) and len(vit_blocks(vit)) == 6 and vit_blocks(vit)[0].attn.num_heads == 4
+    assert vit_grid(vit) == (8, 8) and len(vit_blocks(vit)) == 6 and vit_blocks(vit)[0].attn.num_heads == 8
     with FlopCounterMode(display=False) as fc:
         vit.encode_image(torch.zeros(1, 3, 64, 64))
     assert 1.2e8 < fc.get_total_flops() < 1.9e8  # about the conv tower's 145 MFLOP per image
@@ -53,7 +53,7 @@ def test_tiny_vit_spec_names_the_pretrain_command(tmp_path, monkeypatch):
 
 def test_read_vit_states_are_the_class_token(vit):
     out = read_vit(vit, _images(6), batch_size=4)
-    assert out["states"].shape == (7, 6, 64) and out["attention"].shape == (6, 6, 4, 257)
+    assert out["states"].shape == (7, 6, 128) and out["attention"].shape == (6, 6, 8, 65)
     assert np.allclose(out["attention"].sum(-1), 1, atol=1e-5)
     x = torch.from_numpy(_images(6)).permute(0, 3, 1, 2).float() / 255
     from clipwb.models.inputs import images_to_tensor
@@ -98,7 +98,7 @@ def test_box_patch_mask_and_attention_score():
 
 def _attn_inputs(vit, n=3):
     blk = vit_blocks(vit)[3]
-    x = torch.randn(n, 257, 64)
+    x = torch.randn(n, 65, 128)
     return blk.attn, x
 
 
@@ -106,19 +106,19 @@ def test_class_token_ablation_changes_only_the_heads_class_token_contribution(vi
     attn, x = _attn_inputs(vit)
     with torch.no_grad():
         base = attn(x, x, x, need_weights=False)[0]
-        h = attn.register_forward_hook(ClassTokenAblation([1, 3]))
+        h = attn.register_forward_hook(ClassTokenAblation([2, 5]))
         abl = attn(x, x, x, need_weights=False)[0]
         h.remove()
         assert torch.equal(abl[:, 1:], base[:, 1:])  # the patches' outputs are untouched
         assert not torch.allclose(abl[:, 0], base[:, 0], atol=1e-4)
         w = attn.out_proj.weight
         saved = w.clone()
-        for k in (1, 3):  # zeroing the whole heads removes the same contribution at the class token
+        for k in (2, 5):  # zeroing the whole heads removes the same contribution at the class token
             w[:, k * 16:(k + 1) * 16] = 0
         zeroed = attn(x, x, x, need_weights=False)[0]
         assert torch.allclose(abl[:, 0], zeroed[:, 0], atol=1e-5)
         # a head whose weights are already zero: ablating it changes nothing
-        h = attn.register_forward_hook(ClassTokenAblation([1]))
+        h = attn.register_forward_hook(ClassTokenAblation([2]))
         again = attn(x, x, x, need_weights=False)[0]
         h.remove()
         assert torch.allclose(again, zeroed, atol=1e-6)
@@ -127,7 +127,7 @@ def test_class_token_ablation_changes_only_the_heads_class_token_contribution(vi
 
 def test_ablate_a_vit_head_through_the_model(vit):
     heads = attention_heads(vit)
-    assert len(heads) == 24 and heads[0].module == "transformer.resblocks.0.attn"
+    assert len(heads) == 48 and heads[0].module == "transformer.resblocks.0.attn"
     x = torch.from_numpy(_images(4)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         base = vit.encode_image(x)
