@@ -34,6 +34,10 @@ def test_vit_config_flops_and_round_trips(vit, tmp_path):
     with FlopCounterMode(display=False) as fc:
         vit.encode_image(torch.zeros(1, 3, 64, 64))
     assert 1.2e8 < fc.get_total_flops() < 1.9e8  # about the conv tower's 145 MFLOP per image
+    from clipwb.models.inputs import image_flops
+
+    with torch.no_grad():  # eval + no_grad takes MultiheadAttention's fused path, which the counter misses
+        assert image_flops(vit.eval()) == fc.get_total_flops() and not vit.training
     x = torch.from_numpy(_images(4)).permute(0, 3, 1, 2).float() / 255
     ref = vit.encode_image(x)
     w = save_model(vit, tmp_path / "hf", "clipwb-tiny-vit")

@@ -56,14 +56,20 @@ def encode_images(model, images, batch_size: int = 256) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0)
 
 
-@torch.no_grad()
 def image_flops(model) -> int:
     """FLOPs of one image through the image tower (torch's ``FlopCounterMode``: 2 per multiply-add), at the
-    model's input size, on the CPU."""
+    model's input size. Counted on a copy in training mode with autograd on: in eval mode under no_grad,
+    ``nn.MultiheadAttention`` takes a fused fast path whose work the counter does not see (a ViT then counts a
+    third too little); the copy keeps the model's own BatchNorm statistics untouched."""
+    import copy
+
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = preprocess_stats(model)[2]
-    x = torch.zeros(1, 3, size, size, device=model_device(model))
-    with FlopCounterMode(display=False) as fc:
-        model.encode_image(x)
-    return int(fc.get_total_flops())
+    m = copy.deepcopy(model).train()
+    for p in m.parameters():
+        p.requires_grad_(True)
+    size = preprocess_stats(m)[2]
+    x = torch.zeros(2, 3, size, size, device=model_device(m))
+    with torch.enable_grad(), FlopCounterMode(display=False) as fc:
+        m.encode_image(x)
+    return int(fc.get_total_flops()) // 2
