@@ -186,7 +186,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
             assert a[k] == pytest.approx(b[k], rel=tol, abs=tol), (k, a, b)
     from safetensors.torch import load_file
 
-    w0 = load_file(next((ROOT / "clipwb" / "models" / "weights").glob("*.safetensors")))
+    from clipwb.models import tiny_weights_path
+
+    w0 = load_file(tiny_weights_path()[0])  # the default tiny weights (tiny-vit's ship beside them)
     w1 = load_file(tmp_path / "one" / "raw" / "open_clip_model.safetensors")
     w2 = load_file(tmp_path / "two" / "raw" / "open_clip_model.safetensors")
     w1 = {k: v for k, v in w1.items() if v.is_floating_point()}
