@@ -130,10 +130,9 @@ def main(argv=None) -> int:
     results["seconds"] = round(time.time() - t0, 1)
     results["within_budget"] = results["seconds"] <= BUDGET_S
     out = RESULTS / f"gpu_{_slug(name)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = out.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(results, indent=2))
-    os.replace(tmp_json, out)
+    from clipwb.fileio import atomic_write_text
+
+    atomic_write_text(out, json.dumps(results, indent=2))
     print(summary_table(results))
     print(f"[gpu_check] wrote {out}")
     return 0 if all(r["rc"] == 0 for r in results["steps"].values()) else 1

@@ -69,10 +69,9 @@ def main(argv=None) -> int:
 
     device = "gpu" if torch.cuda.is_available() else "cpu"
     out = Path(args.json) if args.json else RESULTS / f"main_job_profile_{prof.get('profile') or args.profile}_{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(prof, indent=1))
-    tmp.replace(out)
+    from clipwb.fileio import atomic_write_text
+
+    atomic_write_text(out, json.dumps(prof, indent=1))
     nbs = prof["notebooks"]
     total = sum(n["seconds"] for n in nbs.values())
     print(f"{prof.get('machine')}; cache {prof.get('cache')}; {total:.0f} s in cells")

@@ -119,8 +119,9 @@ def _cache_file(cache: str | Path | None) -> Path:
     return Path(cache or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb") / "precision.json"
 
 
-@lru_cache(maxsize=8)
-def _cpu_choice(cache: str | None) -> Precision:
+def measured_cpu_variants(cache: str | Path | None = None) -> dict:
+    """This machine's ``measure_cpu_variants`` seconds, measured once per machine (CPU, flags, torch) and kept in
+    ``<cache>/precision.json``: what ``auto`` decides from, and the main job's time calibration."""
     info = cpu_info()
     key = json.dumps([info, torch.__version__, 2], sort_keys=True)
     path = _cache_file(cache)
@@ -139,7 +140,13 @@ def _cpu_choice(cache: str | None) -> Precision:
             atomic_write_text(path, json.dumps(known, indent=1))
         except OSError:  # a read-only cache only costs the measurement next time
             pass
-    t = known[key]
+    return known[key]
+
+
+@lru_cache(maxsize=8)
+def _cpu_choice(cache: str | None) -> Precision:
+    info, path = cpu_info(), _cache_file(cache)
+    t = measured_cpu_variants(cache)
     cl = t["fp32_cl"] * _MIN_SPEEDUP_LAYOUT <= t["fp32"]
     best_fp32 = min(t["fp32"], t["fp32_cl"])
     measured = (f"measured (cached in {path}): fp32 {1e3 * t['fp32']:.0f} ms, fp32 channels-last "

@@ -255,17 +255,12 @@ def calibration_seconds() -> float | None:
     seconds by the ratio of the two. None on a GPU (there, only the GPU's own history estimates)."""
     import torch
 
-    from .precision import _cache_file, cpu_info, measure_cpu_variants, resolve_precision
+    from .precision import measured_cpu_variants, resolve_precision
 
     if torch.cuda.is_available():
         return None
     prec = resolve_precision("auto", "cpu")
-    key = json.dumps([cpu_info(), torch.__version__, 2], sort_keys=True)
-    try:
-        t = json.loads(_cache_file(None).read_text())[key]
-    except (OSError, ValueError, KeyError, TypeError):
-        with torch.random.fork_rng(devices=[]):
-            t = measure_cpu_variants(bf16=prec.name == "bf16")
+    t = measured_cpu_variants()
     variant = "bf16_cl" if prec.name == "bf16" else ("fp32_cl" if prec.channels_last else "fp32")
     return float(t.get(variant, t["fp32"]))
 
@@ -345,9 +340,7 @@ def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, wh
 def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> tuple[list[str], dict]:
     """The newest cold and warm runs of every notebook (``runs.json``) as a table, and per notebook the seconds of
     its newest run."""
-    path = out_dir / RUNS_FILE
-    runs = [r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])
-            if profile is None or r["profile"] == profile]
+    runs = [r for r in read_runs(out_dir) if profile is None or r["profile"] == profile]
     latest = {}
     for r in runs:
         latest.update(r["notebooks"])
