@@ -86,3 +86,42 @@ def test_yaml_overrides_reach_nested_world_config(tmp_path):
         load_yaml(pretrain_config("full"), f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(pretrain_config("full"), tmp_path / "missing.yaml")
+
+
+def test_distillation_takes_the_teachers_frozen_text_tower_and_pulls_images_towards_it():
+    """teacher="tiny": the ViT student starts from the conv model's text tower and logit scale, which do not train,
+    and the cosine distance of its image embeddings to the teacher's falls (the teacher is the shipped model)."""
+    from clipwb.models import load_model
+    from clipwb.training.pretrain import distill_loss, text_tower_keys
+
+    teacher = load_model("tiny").model
+    cfg = pretrain_config("quick", model_name="clipwb-tiny-vit", teacher="tiny", steps=30, lr=2e-3, warmup=3,
+                          precision="fp32")
+    student, log = pretrain(cfg, progress=False)
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    keys = text_tower_keys(student)
+    assert "logit_scale" in keys and "text_projection" in keys and not any(k.startswith("visual.") for k in keys)
+    assert all(torch.equal(s_sd[k].float(), t_sd[k].float()) for k in keys)  # copied, then frozen
+    d = log["distill"]
+    assert len(d) == 30 and sum(d[-5:]) / 5 < sum(d[:5]) / 5 - 0.05, d
+    f = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    assert distill_loss(f, f).abs().item() < 1e-6 and abs(distill_loss(f, -f).item() - 2) < 1e-6
+    # a distilled run is other weights: its hash differs; the default (no teacher) keeps the shipped key
+    mc = tiny_model_config("clipwb-tiny-vit")
+    assert cfg.weights_hash(mc) != pretrain_config("quick", model_name="clipwb-tiny-vit").weights_hash(mc)
+
+
+def test_distillation_refuses_a_teacher_with_another_text_tower():
+    import open_clip
+    import pytest
+
+    from clipwb.models import register_configs
+    from clipwb.training.pretrain import take_text_tower
+
+    register_configs()
+    student = open_clip.create_model("clipwb-tiny-vit")
+    other = open_clip.create_model("RN50")  # a 512-wide text tower
+    with pytest.raises(ValueError, match="same text config"):
+        take_text_tower(student, other)
+    with pytest.raises(ValueError, match="distill_weight"):
+        pretrain_config("quick", distill_weight=-1.0)

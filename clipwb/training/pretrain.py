@@ -48,6 +48,12 @@ class PretrainConfig:
     gca_iters: int = 10
     gca_rho: float = 0.2
     gca_r2: float = 0.02  # weight of GCA-UOT's RINCE term (the authors' 0.02; 0 keeps its cross-entropy only)
+    # distillation from a trained tiny model (a model spec, e.g. "tiny"; "" trains from captions alone): the
+    # student takes the teacher's text tower and logit scale, frozen (one shared text space), and its image
+    # embedding is pulled towards the teacher's image embedding of the same image, with weight distill_weight on
+    # the cosine distance, beside the contrastive loss against the captions
+    teacher: str = ""
+    distill_weight: float = 10.0
     # below: bookkeeping that does not change the weights (left out of the hash)
     eval_every: int = 400
     eval_n: int = 256
@@ -70,6 +76,8 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, got {self.distill_weight}")
         if not 0 <= self.early_text_share <= 1:
             raise ValueError(f"early_text_share must lie in [0, 1], got {self.early_text_share}")
 
@@ -93,7 +101,8 @@ class PretrainConfig:
 
 
 # fields added after the shipped weights were trained: {name: value that reproduces the old behaviour}
-_OMIT_AT_DEFAULT: dict = {"loss": "clip", "gca_eps": 0.25, "gca_iters": 10, "gca_rho": 0.2, "gca_r2": 0.02}
+_OMIT_AT_DEFAULT: dict = {"loss": "clip", "gca_eps": 0.25, "gca_iters": 10, "gca_rho": 0.2, "gca_r2": 0.02,
+                          "teacher": "", "distill_weight": 10.0}
 # fields removed since, with their value then, so that the keys of weights trained before stay the same (the
 # precision is now chosen per machine and recorded in the weights' JSON log, like the device)
 _REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
@@ -104,10 +113,10 @@ def pretrain_config(profile: str = "full", **overrides) -> PretrainConfig:
     return with_overrides(PretrainConfig(), {**profiles.profile("pretrain", profile), **overrides})
 
 
-def _param_groups(model, weight_decay: float):
+def _param_groups(named_params, weight_decay: float):
     # open_clip_train's rule: no weight decay on gains, biases, norms, logit_scale, embeddings of positions
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for n, p in named_params:
         if p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n or "positional" in n:
             no_decay.append(p)
         else:
@@ -155,6 +164,51 @@ def contrastive_objective(cfg: PretrainConfig):
                                                  rho=cfg.gca_rho, r2=cfg.gca_r2)
 
 
+def text_tower_keys(model) -> list[str]:
+    """The state-dict keys of an open_clip CLIP's text tower and logit scale (everything but ``visual.*``)."""
+    return [k for k in model.state_dict() if not k.startswith("visual.")]
+
+
+def take_text_tower(student, teacher, freeze: bool = True) -> list[str]:
+    """Copy the teacher's text tower (and logit scale) into the student; with ``freeze`` they stop training.
+    Raises if the two text towers differ in shape (the student must use the same text config)."""
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    keys = text_tower_keys(student)
+    bad = [k for k in keys if k not in t_sd or t_sd[k].shape != s_sd[k].shape]
+    if bad or set(keys) != set(text_tower_keys(teacher)):
+        raise ValueError(f"the teacher's text tower does not match the student's (first mismatch: "
+                         f"{(bad or sorted(set(keys) ^ set(text_tower_keys(teacher))))[0]}): distil between models "
+                         f"of the same text config")
+    student.load_state_dict({k: t_sd[k] for k in keys}, strict=False)
+    if freeze:
+        for n, p in student.named_parameters():
+            if not n.startswith("visual."):
+                p.requires_grad_(False)
+    return keys
+
+
+@torch.no_grad()
+def teacher_image_features(teacher, images: np.ndarray, prec, batch_size: int = 256, progress: bool = True):
+    """The teacher's normalised image embeddings of every image (float32, on the CPU), computed once."""
+    from ..models.inputs import images_to_tensor
+    from ..progress import tqdm
+
+    teacher.eval()
+    out = []
+    dev = next(teacher.parameters()).device
+    for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc="teacher embeddings"):
+        x = images_to_tensor(images[i:i + batch_size], teacher).to(dev)
+        with prec.autocast_ctx(dev):
+            f = teacher.encode_image(x, normalize=True)
+        out.append(f.float().cpu())
+    return torch.cat(out)
+
+
+def distill_loss(student_f: torch.Tensor, teacher_f: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance between student and teacher image embeddings (0 when they point the same way)."""
+    return (1 - torch.nn.functional.cosine_similarity(student_f, teacher_f, dim=-1)).mean()
+
+
 def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | None = None):
     """Train the tiny CLIP from scratch; returns (model, log dict). Deterministic for a given config."""
     import open_clip
@@ -180,8 +234,17 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     tokens = tokens.to(device)
     if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    teacher_f = None
+    if cfg.teacher:
+        from ..models.loading import load_model
+
+        teacher = load_model(cfg.teacher, device=device).model
+        take_text_tower(model, teacher, freeze=True)
+        teacher_f = teacher_image_features(teacher, data.images, prec, progress=progress)
+        del teacher
     model.train()
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(_param_groups(params, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-6)
     loss_fn = contrastive_objective(cfg)
     batch_indices = batch_schedule(cfg, np.array(data.column("kind")), rng)
     log = {"config": dataclasses.asdict(cfg), "step": [], "loss": [], "lr": [], "logit_scale": [],
@@ -201,11 +264,16 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
         with prec.autocast_ctx(x.device):
             img_f, txt_f, scale = model(x, tokens[tidx])
         loss = loss_fn(img_f.float(), txt_f.float(), scale)
+        if teacher_f is not None:
+            d = distill_loss(img_f.float(), teacher_f[torch.from_numpy(idx)].to(device))
+            log.setdefault("distill", []).append(d.item())
+            loss = loss + cfg.distill_weight * d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        if model.logit_scale.requires_grad:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
         log["step"].append(step)
         log["loss"].append(loss.item())
         log["lr"].append(opt.param_groups[0]["lr"])
