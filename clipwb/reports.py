@@ -317,9 +317,17 @@ def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device:
     if est["per_notebook"]:
         line += f"about {_fmt_minutes(est['seconds'])} expected ({'; '.join(bases)})"
         if est["unknown"]:
-            line += f", plus {', '.join(est['unknown'])} (never timed)"
+            line += f", plus {', '.join(est['unknown'])} (never timed {'warm' if cache['state'] == 'warm' else 'cold'})"
     else:
-        line += "no recorded run to estimate from (this run will be the first in runs.json)"
+        line += f"no {profile} run of these notebooks from a {cache['state']} cache is recorded to estimate from"
+    if cache["state"] == "warm":
+        # "warm" only says that the cache holds runs, not whose: a notebook whose runs are missing (new settings,
+        # another model) takes its cold time, so the cold estimate is the upper end
+        cold = estimate_seconds(history, names, profile, "cold", _machine_line(), calib)
+        if cold["seconds"] > max(2 * est["seconds"], est["seconds"] + 60):
+            line += (f"; up to {_fmt_minutes(cold['seconds'])} where the cache lacks their runs (cold: "
+                     f"{'; '.join(sorted(set(cold['basis'].values())))})")
+        est["cold_seconds"] = cold["seconds"]
     print(line, file=sys.stderr, flush=True)
     return est
 

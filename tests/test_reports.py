@@ -188,3 +188,25 @@ def test_the_profile_script_reads_each_cells_seconds(tmp_path, capsys):
     assert "00_first cell" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no executed notebooks"):
         mod.profile_reports(tmp_path / "reports" / "figures")
+
+
+def test_a_warm_estimate_also_says_the_cold_upper_end(tmp_path, monkeypatch, capsys):
+    """A cache that holds some runs reads as warm; the notebooks whose runs are missing take their cold time, so the
+    opening line gives the cold estimate as the upper end (a run once said 49 s for what took 36 min)."""
+    from clipwb import reports
+
+    monkeypatch.setattr(reports, "calibration_seconds", lambda: 0.1)
+    monkeypatch.setattr(reports, "_machine_line", lambda: "Intel")
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": [
+        {"profile": "full", "cache": {"state": "cold"}, "machine": "Intel", "calibration_s": 0.1,
+         "notebooks": {"00_a": 600.0, "01_b": 1500.0}, "seconds": 2100.0, "finished": "x"},
+        {"profile": "full", "cache": {"state": "warm"}, "machine": "Intel", "calibration_s": 0.1,
+         "notebooks": {"00_a": 20.0, "01_b": 29.0}, "seconds": 49.0, "finished": "y"}]}))
+    est = reports.announce(tmp_path, "full", ["00_a", "01_b"], {"state": "warm"}, "cpu")
+    err = capsys.readouterr().err
+    assert est["seconds"] == 49.0 and est["cold_seconds"] == 2100.0
+    assert "about 49 s expected (this machine); up to 35 min where the cache lacks their runs" in err
+    est = reports.announce(tmp_path, "full", ["00_a"], {"state": "cold"}, "cpu")
+    assert "about 10 min expected" in capsys.readouterr().err and "cold_seconds" not in est
+    reports.announce(tmp_path, "full", ["02_c"], {"state": "cold"}, "cpu")
+    assert "no full run of these notebooks from a cold cache is recorded" in capsys.readouterr().err
