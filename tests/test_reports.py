@@ -210,3 +210,26 @@ def test_a_warm_estimate_also_says_the_cold_upper_end(tmp_path, monkeypatch, cap
     assert "about 10 min expected" in capsys.readouterr().err and "cold_seconds" not in est
     reports.announce(tmp_path, "full", ["02_c"], {"state": "cold"}, "cpu")
     assert "no full run of these notebooks from a cold cache is recorded" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_train_po_phase_benchmark_accounts_for_the_command(tmp_path, capsys):
+    """benchmarks/train_po_phases.py on a tiny run: every phase timed, the steps inside train_po, the ratio to the
+    bare step computed from the same run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "train_po_phases.py"
+    spec = importlib.util.spec_from_file_location("train_po_phases", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "phases.json"
+    assert mod.main(["--n-train", "32", "--n-test", "16", "--k", "1", "--epochs", "1", "--batch", "8",
+                     "--floor-steps", "2", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    s = r["seconds"]
+    assert r["steps"] == 4 and r["batch_pairs"] == 8 and r["images_per_step"] == 16  # DPO: typographic + clean
+    assert set(s) == {"load_model", "build_sets", "train_po", "train_setup", "train_steps", "train_after_steps", "eval"}
+    assert all(v >= 0 for v in s.values())
+    assert abs(s["train_setup"] + s["train_steps"] + s["train_after_steps"] - s["train_po"]) < 0.05
+    assert r["step_vs_floor"] > 0 and r["cpu"]["model"] in capsys.readouterr().out
