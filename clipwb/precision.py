@@ -7,6 +7,8 @@
   the channels-last memory layout and, only on CPUs with native bf16 (``avx512_bf16`` or ``amx_bf16`` in their
   flags), bf16 autocast with channels-last; the fastest wins (bf16 must be 1.1x faster, channels-last 1.05x). The
   result is cached per machine (CPU model, flags, threads, torch version) in ``<clipwb cache>/precision.json``.
+  Trainers pass their model: on CPUs with native bf16 the same three variants are then timed on that model's own
+  image tower (cached per model), since bf16 speeds the conv tower 2x and slows the small ViT 1.8x there;
   On CPUs without native bf16 autocast emulates bf16 and runs about 20x slower than fp32 (measured on a 2-core
   AMD EPYC with AVX2 only), so bf16 is not even tried there;
 - ``fp32`` on any other device.
@@ -90,14 +92,19 @@ def _bench_net() -> torch.nn.Module:
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(256, 128))
 
 
-def measure_cpu_variants(bf16: bool, batch: int = 32, side: int = 64, repeats: int = 3) -> dict:
-    """Seconds of a small conv net's forward + backward on the CPU for fp32 (contiguous and channels-last) and,
-    with ``bf16``, bf16 autocast + channels-last; the variants interleaved, median of ``repeats``."""
+def measure_cpu_variants(bf16: bool, batch: int = 32, side: int = 64, repeats: int = 3,
+                         net: torch.nn.Module | None = None) -> dict:
+    """Seconds of a small conv net's (or ``net``'s: an image tower) forward + backward on the CPU for fp32
+    (contiguous and channels-last) and, with ``bf16``, bf16 autocast + channels-last; the variants interleaved,
+    median of ``repeats``."""
+    import copy
+
     x = torch.randn(batch, 3, side, side)
     variants = {"fp32": (False, False), "fp32_cl": (False, True)}
     if bf16:
         variants["bf16_cl"] = (True, True)
-    nets = {k: _bench_net().to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    base = net if net is not None else _bench_net()
+    nets = {k: copy.deepcopy(base).train().to(memory_format=torch.channels_last if cl else torch.contiguous_format)
             for k, (_, cl) in variants.items()}
     inputs = {k: x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
               for k, (_, cl) in variants.items()}
@@ -113,17 +120,31 @@ def measure_cpu_variants(bf16: bool, batch: int = 32, side: int = 64, repeats: i
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
+def _image_side(tower: torch.nn.Module, default: int = 64) -> int:
+    size = getattr(tower, "image_size", None)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return int(size) if size else default
+
+
+def model_signature(model: torch.nn.Module) -> str:
+    """What the per-model choice is keyed by: the image tower's class, parameter count and input side."""
+    v = getattr(model, "visual", model)
+    return f"{type(v).__name__}:{sum(p.numel() for p in v.parameters())}:{_image_side(v)}"
+
+
 def _cache_file(cache: str | Path | None) -> Path:
     if cache is not None and str(cache).endswith("precision.json"):
         return Path(cache)
     return Path(cache or os.environ.get("CLIPWB_CACHE") or Path.home() / ".cache" / "clipwb") / "precision.json"
 
 
-def measured_cpu_variants(cache: str | Path | None = None) -> dict:
+def measured_cpu_variants(cache: str | Path | None = None, model: torch.nn.Module | None = None) -> dict:
     """This machine's ``measure_cpu_variants`` seconds, measured once per machine (CPU, flags, torch) and kept in
-    ``<cache>/precision.json``: what ``auto`` decides from, and the main job's time calibration."""
+    ``<cache>/precision.json``: what ``auto`` decides from, and the main job's time calibration. With ``model``: that
+    model's image tower measured instead (batch 16 at its input side), kept per ``model_signature``."""
     info = cpu_info()
-    key = json.dumps([info, torch.__version__, 2], sort_keys=True)
+    key = json.dumps([info, torch.__version__, 2] + ([model_signature(model)] if model is not None else []),
+                     sort_keys=True)
     path = _cache_file(cache)
     try:
         known = json.loads(path.read_text())
@@ -133,7 +154,12 @@ def measured_cpu_variants(cache: str | Path | None = None) -> dict:
         known = {}
     if key not in known:
         with torch.random.fork_rng(devices=[]):  # the measurement must not move the caller's seeded RNG
-            known[key] = measure_cpu_variants(bf16=info["bf16_native"])
+            if model is None:
+                known[key] = measure_cpu_variants(bf16=info["bf16_native"])
+            else:
+                v = getattr(model, "visual", model)
+                known[key] = measure_cpu_variants(bf16=info["bf16_native"], batch=16, side=_image_side(v), repeats=2,
+                                                  net=v)
         from .fileio import atomic_write_text
 
         try:
@@ -143,13 +169,10 @@ def measured_cpu_variants(cache: str | Path | None = None) -> dict:
     return known[key]
 
 
-@lru_cache(maxsize=8)
-def _cpu_choice(cache: str | None) -> Precision:
-    info, path = cpu_info(), _cache_file(cache)
-    t = measured_cpu_variants(cache)
+def _choose(t: dict, info: dict, path: Path, what: str) -> Precision:
     cl = t["fp32_cl"] * _MIN_SPEEDUP_LAYOUT <= t["fp32"]
     best_fp32 = min(t["fp32"], t["fp32_cl"])
-    measured = (f"measured (cached in {path}): fp32 {1e3 * t['fp32']:.0f} ms, fp32 channels-last "
+    measured = (f"measured{what} (cached in {path}): fp32 {1e3 * t['fp32']:.0f} ms, fp32 channels-last "
                 f"{1e3 * t['fp32_cl']:.0f} ms")
     if "bf16_cl" in t:
         measured += f", bf16 {1e3 * t['bf16_cl']:.0f} ms"
@@ -161,9 +184,31 @@ def _cpu_choice(cache: str | None) -> Precision:
                              f"would be emulated and many times slower); {measured}", channels_last=cl)
 
 
+@lru_cache(maxsize=8)
+def _cpu_choice(cache: str | None) -> Precision:
+    return _choose(measured_cpu_variants(cache), cpu_info(), _cache_file(cache), "")
+
+
+_MODEL_CHOICES: dict = {}
+
+
+def _cpu_model_choice(cache: str | None, model: torch.nn.Module) -> Precision:
+    """The per-model choice: only on CPUs with native bf16 (elsewhere bf16 is never tried) the model's own image
+    tower is timed, as bf16 helps conv towers there and slows small ViTs (measured: 2x faster and 1.8x slower)."""
+    machine = _cpu_choice(cache)
+    if not cpu_info()["bf16_native"]:
+        return machine
+    key = (cache, model_signature(model))
+    if key not in _MODEL_CHOICES:
+        _MODEL_CHOICES[key] = _choose(measured_cpu_variants(cache, model), cpu_info(), _cache_file(cache),
+                                      f" for this model's image tower ({model_signature(model)})")
+    return _MODEL_CHOICES[key]
+
+
 def resolve_precision(setting: str = "auto", device: torch.device | str | None = None,
-                      cache: str | Path | None = None) -> Precision:
-    """The precision to run with on ``device`` (None: cuda if available, else cpu). See the module docstring."""
+                      cache: str | Path | None = None, model: torch.nn.Module | None = None) -> Precision:
+    """The precision to run with on ``device`` (None: cuda if available, else cpu). See the module docstring.
+    ``model``: on a CPU with native bf16, the choice is measured on that model's image tower (cached per model)."""
     check_precision(setting)
     if setting == "auto":
         setting = check_precision(os.environ.get("CLIPWB_PRECISION", "auto") or "auto")
@@ -177,7 +222,8 @@ def resolve_precision(setting: str = "auto", device: torch.device | str | None =
         return Precision("bf16" if ok else "fp32", "CUDA device " + ("with" if ok else "without") + " bf16 support",
                          channels_last=True)
     if dev.type == "cpu":
-        return _cpu_choice(str(_cache_file(cache)))
+        return _cpu_choice(str(_cache_file(cache))) if model is None else _cpu_model_choice(str(_cache_file(cache)),
+                                                                                          model)
     return Precision("fp32", f"device type {dev.type}: fp32")
 
 

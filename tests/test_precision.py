@@ -42,7 +42,7 @@ def test_the_cpu_choice_is_measured_once_and_cached(monkeypatch, tmp_path, nativ
     calls = []
     monkeypatch.setattr(P, "cpu_info", lambda: {"model": "Test CPU", "flags": ["avx512_bf16"] if native else [],
                                                 "bf16_native": native, "threads": 2})
-    monkeypatch.setattr(P, "measure_cpu_variants", lambda bf16: calls.append(bf16) or dict(times))
+    monkeypatch.setattr(P, "measure_cpu_variants", lambda bf16, **kw: calls.append(bf16) or dict(times))
     monkeypatch.delenv("CLIPWB_PRECISION", raising=False)
     P._cpu_choice.cache_clear()
     a = P.resolve_precision("auto", "cpu", cache=tmp_path)
@@ -82,7 +82,7 @@ def test_metrics_and_po_runs_record_the_precision(tmp_path, tiny):
                                      root=tmp_path / "sets", progress=False)
     res = train_po(tiny.model, tiny.tokenizer, classes, data["train"], POConfig(batch_size=8, epochs=1, device="cpu"),
                    out_dir=tmp_path / "run", progress=False, save=False)
-    assert res.precision == P.resolve_precision("auto", "cpu").to_dict()
+    assert res.precision == P.resolve_precision("auto", "cpu", model=tiny.model).to_dict()  # timed on its tower
     assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == res.precision
 
 
@@ -101,3 +101,56 @@ def test_measuring_leaves_the_callers_random_state_alone(tmp_path):
     P.resolve_precision("auto", "cpu", cache=tmp_path)  # measures: no cache file yet
     assert (tmp_path / "precision.json").is_file() and torch.equal(torch.rand(3), expect)
     P._cpu_choice.cache_clear()
+
+
+def test_the_choice_is_timed_per_model_on_cpus_with_native_bf16(monkeypatch, tmp_path):
+    """bf16 speeds the conv tower 2x and slows the small ViT 1.8x on the same Xeon: where bf16 is native, a trainer's
+    model gets its own timing (cached per model signature); the machine's choice (calibration) is unchanged; CPUs
+    without native bf16 never time a model."""
+    import open_clip
+
+    from clipwb.models import register_configs
+
+    register_configs()
+    conv, vit = open_clip.create_model("clipwb-tiny"), open_clip.create_model("clipwb-tiny-vit")
+    assert P.model_signature(conv) != P.model_signature(vit) and P.model_signature(vit).endswith(":64")
+    calls = []
+
+    def fake(bf16, net=None, **kw):
+        calls.append(type(net).__name__ if net is not None else "machine")
+        slow_bf16 = net is not None and type(net).__name__ == "VisionTransformer"
+        return {"fp32": 1.0, "fp32_cl": 1.0, **({"bf16_cl": 1.8 if slow_bf16 else 0.5} if bf16 else {})}
+
+    monkeypatch.setattr(P, "measure_cpu_variants", fake)
+    monkeypatch.delenv("CLIPWB_PRECISION", raising=False)
+    for native, expect in ((True, ("bf16", "bf16", "fp32")), (False, ("fp32", "fp32", "fp32"))):
+        monkeypatch.setattr(P, "cpu_info", lambda native=native: {
+            "model": "Test CPU", "flags": [], "bf16_native": native, "threads": 2})
+        P._cpu_choice.cache_clear()
+        P._MODEL_CHOICES.clear()
+        calls.clear()
+        cache = tmp_path / str(native)
+        got = tuple(P.resolve_precision("auto", "cpu", cache=cache, model=m).name for m in (None, conv, vit))
+        assert got == expect
+        assert calls == (["machine", "ModifiedResNet", "VisionTransformer"] if native else ["machine"])
+        if native:
+            assert "this model's image tower (VisionTransformer" in P.resolve_precision("auto", "cpu", cache=cache,
+                                                                                         model=vit).reason
+            P._cpu_choice.cache_clear()
+            P._MODEL_CHOICES.clear()  # a new process: read back from precision.json, not timed again
+            assert P.resolve_precision("auto", "cpu", cache=cache, model=vit).name == "fp32" and len(calls) == 3
+    P._cpu_choice.cache_clear()
+    P._MODEL_CHOICES.clear()
+
+
+def test_a_model_tower_is_timed_for_real():
+    import open_clip
+
+    from clipwb.models import register_configs
+
+    register_configs()
+    vit = open_clip.create_model("clipwb-tiny-vit")
+    before = [p.clone() for p in vit.parameters()]
+    r = P.measure_cpu_variants(bf16=False, batch=2, side=64, repeats=1, net=vit.visual)
+    assert set(r) == {"fp32", "fp32_cl"} and min(r.values()) > 0
+    assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, vit.parameters()))  # a copy was timed

@@ -49,9 +49,17 @@ class Setup:
     compiled: bool = False
 
     @classmethod
-    def resolve(cls, cfg: POConfig) -> "Setup":
+    def resolve(cls, cfg: POConfig, model=None) -> "Setup":
+        """``model``: the model to train, for the per-model precision choice (``precision.resolve_precision``)."""
         dist = current_group()
         device = resolve_device(cfg.device)
         compiled = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-        return cls(dist.get_rank() if dist else 0, dist.get_world_size() if dist else 1, device,
-                   resolve_precision(cfg.precision, device), dist is not None, compiled)
+        prec = resolve_precision(cfg.precision, device, model=model)
+        if dist is not None and device.type == "cpu":  # a timed choice: every process takes rank 0's
+            import torch.distributed as tdist
+
+            box = [prec]
+            tdist.broadcast_object_list(box, src=0)
+            prec = box[0]
+        return cls(dist.get_rank() if dist else 0, dist.get_world_size() if dist else 1, device, prec,
+                   dist is not None, compiled)

@@ -160,7 +160,7 @@ def train_po(model: nn.Module, tokenizer, classes, data: dict, cfg: POConfig | N
     from ..progress import tqdm
 
     cfg = cfg or POConfig()
-    setup = Setup.resolve(cfg)
+    setup = Setup.resolve(cfg, model)
     classes = list(classes)
     steps_per_epoch = steps_per_epoch_of(data, cfg, setup.world_size)
     total = steps_per_epoch * cfg.epochs

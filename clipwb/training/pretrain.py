@@ -229,8 +229,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     t_data = time.time() - t_start
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    prec = resolve_precision(cfg.precision, device)
     model = open_clip.create_model(cfg.model_name, device=device)
+    prec = resolve_precision(cfg.precision, device, model=model)
     tokens = tokens.to(device)
     if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
