@@ -233,3 +233,27 @@ def test_the_train_po_phase_benchmark_accounts_for_the_command(tmp_path, capsys)
     assert all(v >= 0 for v in s.values())
     assert abs(s["train_setup"] + s["train_steps"] + s["train_after_steps"] - s["train_po"]) < 0.05
     assert r["step_vs_floor"] > 0 and r["cpu"]["model"] in capsys.readouterr().out
+
+
+def test_the_cut_comparison_pairs_metrics_with_their_intervals(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_cut.py"
+    spec = importlib.util.spec_from_file_location("compare_cut", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    before = {"a_top1": 0.80, "a_top1_ci": [0.77, 0.83], "g": {"m": {"mean": 0.5, "std": 0.01}},
+              "b_top1": 0.5, "b_top1_ci": [0.47, 0.53], "notebook_seconds": 100.0, "only_before": 1.0}
+    after = {"a_top1": 0.79, "a_top1_ci": [0.76, 0.82], "g": {"m": {"mean": 0.6, "std": 0.01}},
+             "b_top1": 0.5, "notebook_seconds": 40.0}
+    (tmp_path / "b.json").write_text(json.dumps(before))
+    (tmp_path / "a.json").write_text(json.dumps(after))
+    rows = {r["metric"]: r for r in mod.compare(before, after)}
+    assert set(rows) == {"a_top1", "g.m.mean", "b_top1"}  # seconds, std and one-sided keys left out
+    assert rows["a_top1"]["overlap"] is True and abs(rows["a_top1"]["diff"] + 0.01) < 1e-12
+    assert rows["g.m.mean"]["overlap"] is False and rows["g.m.mean"]["before_ci"] == [0.48, 0.52]
+    assert rows["b_top1"]["overlap"] is None  # no interval after the cut: not claimed either way
+    assert mod.main([str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--match", "top1",
+                     "--out", str(tmp_path / "c.json")]) == 0
+    assert "2 metrics, 1 with intervals on both sides, 0 without overlap" in capsys.readouterr().out
