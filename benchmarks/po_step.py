@@ -45,13 +45,17 @@ from clipwb.world import World
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def default_out(device: torch.device, precision: str) -> Path:
-    """results/po_step_<device>_<precision>.json, the device named by its model (CPU or GPU)."""
+def device_slug(device: torch.device) -> str:
+    """The device named by its model (GPU name or the CPU's lscpu model name), for result file names."""
     import re
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
-    return RESULTS / f"po_step_{slug}_{precision}.json"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
+
+
+def default_out(device: torch.device, precision: str) -> Path:
+    """results/po_step_<device>_<precision>.json, the device named by its model (CPU or GPU)."""
+    return RESULTS / f"po_step_{device_slug(device)}_{precision}.json"
 
 
 def bench_model(spec: str, device):

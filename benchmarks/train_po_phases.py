@@ -75,16 +75,14 @@ def phases(method: str = "dpo", n_train: int = 4000, n_test: int = 1024, k: int 
     imgs = cfg.batch_size * (2 if clean else 1)
     train = data["train"]
     device = next(lm.model.parameters()).device
-    from clipwb.precision import resolve_precision
-
-    amp = resolve_precision(cfg.precision, device).autocast
+    amp = res.precision["name"] == "bf16"  # the floor runs in the precision the trainer chose for this model
     # the floor pushes a typographic and a clean image per pair: a method without the clean images takes half the pairs
     fb = cfg.batch_size if clean else max(1, cfg.batch_size // 2)
     floor = ps.floor(lm, classes, train, cfg, ps._batches(train, fb, floor_steps + 1), device, amp)[1:]
     floor_step = statistics.median(floor)
     pairs = len(train["typo"]) * cfg.epochs
-    total = sum(t.values()) - t["train_setup"] - t["train_steps"] - t["train_after_steps"]  # train_po counted once
-    return {"method": method, "steps": res.steps, "batch_pairs": cfg.batch_size, "images_per_step": imgs,
+    total = t["load_model"] + t["build_sets"] + t["train_po"] + t["eval"]
+    return {"device": ps.device_slug(device), "method": method, "steps": res.steps, "batch_pairs": cfg.batch_size, "images_per_step": imgs,
             "pairs_trained": pairs, "seconds": {k: round(v, 2) for k, v in t.items()}, "command_seconds": round(total, 1),
             "step_seconds": round(step, 4), "floor_step_seconds": round(floor_step, 4),
             "step_vs_floor": round(floor_step / step, 3),
@@ -94,12 +92,7 @@ def phases(method: str = "dpo", n_train: int = 4000, n_test: int = 1024, k: int 
 
 
 def main(argv=None) -> int:
-    import re
-
-    import torch
-
     from clipwb.fileio import atomic_write_text
-    from clipwb.precision import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="dpo")
@@ -121,12 +114,7 @@ def main(argv=None) -> int:
     print(f"  whole command      {r['command_seconds']:8.1f} s")
     print(f"step {r['step_seconds']:.3f} s vs bare forward+backward {r['floor_step_seconds']:.3f} s: "
           f"{r['step_vs_floor']:.2f}x the floor; pairs/s: {r['pairs_per_s']}")
-    if args.out:
-        out = Path(args.out)
-    else:
-        dev = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_info()["model"]
-        out = HERE / "results" / f"train_po_phases_{re.sub(r'[^a-z0-9]+', '-', dev.lower()).strip('-')[:40]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else HERE / "results" / f"train_po_phases_{r['device']}.json"
     atomic_write_text(out, json.dumps(r, indent=1))
     print(f"wrote {out}")
     return 0
