@@ -1,4 +1,6 @@
 """The side-by-side views of two image towers: notebook 00's world checks and notebook 07's defence table."""
+import pytest
+
 from clipwb.experiments.defences import DefenceRuns, merged_results, towers_table
 from clipwb.experiments.zero_shot import world_checks
 
@@ -39,3 +41,34 @@ def test_towers_table_has_a_row_per_model_and_defence_with_intervals():
     assert "[0.760, 0.800]" in tiny["kto (best PO)"]["typo_top1"]
     merged = merged_results({"tiny": runs(0.78, (0,)), "tiny-vit": runs(0.5, (0,))})
     assert set(merged) >= {"kto · tiny", "kto · tiny-vit", "zero_shot · tiny-vit"}
+
+
+def test_the_conv_stem_trial_keeps_the_token_grid_and_runs(tmp_path):
+    """benchmarks/tiny_vit_stem.py: the stem replaces the patchify conv at the same stride (same 8x8 grid, same
+    embedding shape, FLOPs within 10 % of the conv tower's), refuses another patch size, and a two-step trial writes
+    its curve."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import open_clip
+    import torch
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tiny_vit_stem.py"
+    spec = importlib.util.spec_from_file_location("tiny_vit_stem", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    name = mod.register_trial(5)
+    m = open_clip.create_model(name)
+    assert isinstance(m.visual.conv1, torch.nn.Sequential) and m.visual.grid_size == (8, 8)
+    assert m.encode_image(torch.zeros(2, 3, 64, 64)).shape == (2, 128)
+    ratio = mod.flops_per_image(m) / mod.flops_per_image(open_clip.create_model("clipwb-tiny"))
+    assert 0.9 < ratio < 1.1
+    bad = open_clip.create_model("clipwb-tiny-vit")
+    bad.visual.conv1 = torch.nn.Conv2d(3, 128, 4, 4)
+    with pytest.raises(ValueError, match="patch size is 4"):
+        mod.with_conv_stem(bad)
+    out = tmp_path / "trial.json"
+    assert mod.main(["--steps", "2", "--n-images", "256", "--eval-every", "2", "--eval-n", "16", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [e["step"] for e in r["eval"]] == [2] and len(r["loss"]) == 2 and r["config"]["model_name"] == name
