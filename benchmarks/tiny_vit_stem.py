@@ -10,6 +10,10 @@ per image at the conv tower's (counted with ``FlopCounterMode``). A trial, not a
 open_clip config option, so a model with it would not load through open_clip alone.
 
     python benchmarks/tiny_vit_stem.py --steps 1200 [--layers 5] [--out benchmarks/results/tiny_vit_conv_stem_trial.json]
+
+With ``--plain`` the same run is made for the shipped ``tiny-vit`` itself (no stem), e.g. a longer curriculum:
+``--plain --steps 5000 --out benchmarks/results/tiny_vit_5000_steps.json``. ``--log`` keeps the curve so far readable
+while a long run goes on.
 """
 from __future__ import annotations
 
@@ -93,19 +97,25 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--eval-n", type=int, default=256)
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--plain", action="store_true", help="the shipped tiny-vit, without the stem")
+    ap.add_argument("--log", default=None, help="pretraining log written at every evaluation")
     ap.add_argument("--out", default=str(RESULTS / "tiny_vit_conv_stem_trial.json"))
     a = ap.parse_args(argv)
-    name = register_trial(a.layers)
+    from clipwb.models import register_configs
+
+    register_configs()
+    name = "clipwb-tiny-vit" if a.plain else register_trial(a.layers)
     over = {"model_name": name, "steps": a.steps, "eval_every": a.eval_every, "eval_n": a.eval_n,
             "precision": a.precision, **({"n_images": a.n_images} if a.n_images else {})}
     cfg = pretrain_config("full", **over)
-    flops = {"tiny-vit+stem": flops_per_image(open_clip.create_model(name)),
+    flops = {**({} if a.plain else {"tiny-vit+stem": flops_per_image(open_clip.create_model(name))}),
              "tiny-vit": flops_per_image(open_clip.create_model("clipwb-tiny-vit")),
              "tiny": flops_per_image(open_clip.create_model("clipwb-tiny"))}
     t0 = time.time()
-    _, log = pretrain(cfg, progress=True)
-    out = {"what": "tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + ReLU, 1x1 to width) and "
-                   f"{a.layers} blocks, the shipped curriculum; world zero-shot suite on {a.eval_n} val images",
+    _, log = pretrain(cfg, progress=True, log_path=a.log)
+    what = ("the shipped tiny-vit" if a.plain else "tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + "
+            f"ReLU, 1x1 to width) and {a.layers} blocks")
+    out = {"what": f"{what}, the shipped curriculum at {a.steps} steps; world zero-shot suite on {a.eval_n} val images",
            "cpu": cpu_info(), "torch_threads": torch.get_num_threads(), "flops_per_image": flops,
            "seconds": time.time() - t0, "train_seconds": log["train_seconds"], "steps": a.steps,
            "seconds_per_step": log["train_seconds"] / a.steps, "eval": log["eval"], "loss": log["loss"],
