@@ -13,7 +13,9 @@ open_clip config option, so a model with it would not load through open_clip alo
 
 With ``--plain`` the same run is made for the shipped ``tiny-vit`` itself (no stem), e.g. a longer curriculum:
 ``--plain --steps 5000 --out benchmarks/results/tiny_vit_5000_steps.json``. ``--log`` keeps the curve so far readable
-while a long run goes on.
+while a long run goes on. ``--plain --save-cache DIR`` also keeps the weights, as ``python -m clipwb pretrain --model
+tiny-vit`` with the same settings would make them (``ensure_tiny_weights``: DIR/clipwb-tiny-vit-<key>.safetensors and
+its log, ending with the zero-shot suite of the saved file on 1 024 test images), ready to ship.
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--plain", action="store_true", help="the shipped tiny-vit, without the stem")
     ap.add_argument("--log", default=None, help="pretraining log written at every evaluation")
+    ap.add_argument("--save-cache", default=None, help="with --plain: keep the weights in this cache dir")
     ap.add_argument("--out", default=str(RESULTS / "tiny_vit_conv_stem_trial.json"))
     a = ap.parse_args(argv)
     from clipwb.models import register_configs
@@ -112,14 +115,23 @@ def main(argv=None) -> int:
              "tiny-vit": flops_per_image(open_clip.create_model("clipwb-tiny-vit")),
              "tiny": flops_per_image(open_clip.create_model("clipwb-tiny"))}
     t0 = time.time()
-    _, log = pretrain(cfg, progress=True, log_path=a.log)
+    if a.save_cache:
+        from clipwb.training.pretrain import ensure_tiny_weights
+
+        if not a.plain:
+            raise SystemExit("--save-cache keeps the shipped tiny-vit's weights: add --plain")
+        weights = ensure_tiny_weights(cfg, a.save_cache, force=True, log_path=a.log)
+        log = json.loads(weights.with_suffix(".json").read_text())
+    else:
+        weights, (_, log) = None, pretrain(cfg, progress=True, log_path=a.log)
     what = ("the shipped tiny-vit" if a.plain else "tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + "
             f"ReLU, 1x1 to width) and {a.layers} blocks")
     out = {"what": f"{what}, the shipped curriculum at {a.steps} steps; world zero-shot suite on {a.eval_n} val images",
            "cpu": cpu_info(), "torch_threads": torch.get_num_threads(), "flops_per_image": flops,
            "seconds": time.time() - t0, "train_seconds": log["train_seconds"], "steps": a.steps,
            "seconds_per_step": log["train_seconds"] / a.steps, "eval": log["eval"], "loss": log["loss"],
-           "config": log["config"], "precision": log["precision"]}
+           "config": log["config"], "precision": log["precision"],
+           **({"weights": str(weights), "final_test_1024": log.get("final")} if weights else {})}
     for e in log["eval"]:
         print(f"step {e['step']:5d}  clean {e['zero_shot_clean_top1']:.3f}  attack {e['zero_shot_typo_top1']:.3f}  "
               f"word alone {e['text_read_top1']:.3f}  gender {e['gender_top1']:.3f}")

@@ -72,3 +72,14 @@ def test_the_conv_stem_trial_keeps_the_token_grid_and_runs(tmp_path):
     assert mod.main(["--steps", "2", "--n-images", "256", "--eval-every", "2", "--eval-n", "16", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert [e["step"] for e in r["eval"]] == [2] and len(r["loss"]) == 2 and r["config"]["model_name"] == name
+    # --plain --save-cache: the shipped tiny-vit's config, its weights kept under the key the pretrain command uses
+    from clipwb.models import tiny_weights_key
+    from clipwb.training.pretrain import pretrain_config
+
+    assert mod.main(["--plain", "--steps", "2", "--n-images", "256", "--eval-every", "2", "--eval-n", "16",
+                     "--save-cache", str(tmp_path / "cache"), "--log", str(tmp_path / "log.json"),
+                     "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    cfg = pretrain_config("full", model_name="clipwb-tiny-vit", steps=2, n_images=256)
+    assert Path(r["weights"]).name == f"clipwb-tiny-vit-{tiny_weights_key(cfg)}.safetensors"
+    assert Path(r["weights"]).is_file() and r["final_test_1024"]["n"] == 1024 and (tmp_path / "log.json").is_file()

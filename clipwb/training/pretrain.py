@@ -297,11 +297,12 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
 
 
 def ensure_tiny_weights(cfg: PretrainConfig | None = None, cache: str | Path | None = None, progress: bool = True,
-                        force: bool = False) -> Path:
+                        force: bool = False, log_path: str | Path | None = None) -> Path:
     """Path to the tiny CLIP weights of ``cfg`` (default: ``PretrainConfig()``), pretraining them first if they
     exist neither shipped nor in the cache dir ``cache`` (or always, with ``force``: the new file goes into
     ``cache``, a shipped copy elsewhere is kept). The only place that trains weights for loading; the log beside
-    them ends with the zero-shot suite of the saved (fp16-rounded) file, reloaded as any user would."""
+    them ends with the zero-shot suite of the saved (fp16-rounded) file, reloaded as any user would. ``log_path``:
+    where the curve so far is written at every evaluation while a long run goes on (``pretrain``'s)."""
     import open_clip
 
     from ..evaluation.zeroshot import world_zero_shot_suite
@@ -312,7 +313,7 @@ def ensure_tiny_weights(cfg: PretrainConfig | None = None, cache: str | Path | N
     if exists and not force:
         return path
     path = cache_dir(cache) / path.name
-    model, log = pretrain(cfg, progress=progress)
+    model, log = pretrain(cfg, progress=progress, log_path=log_path)
     save_state_dict(model, path, half=True)
     register_configs()
     m = open_clip.create_model(cfg.model_name, pretrained=str(path))
