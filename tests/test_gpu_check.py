@@ -1,20 +1,17 @@
 """scripts/gpu_check.sh: without CUDA it says so and exits 0; its summary table reads the steps' figures."""
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_check")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU branch")

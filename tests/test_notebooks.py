@@ -33,13 +33,9 @@ REQUIRED = {
 
 
 def _cell_profile(path):
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("profile_main_job", NOTEBOOK_DIR.parent / "benchmarks" /
-                                                  "profile_main_job.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.cell_profile(path)
+    return load_benchmark("profile_main_job").cell_profile(path)
 
 
 def test_there_are_notebooks():

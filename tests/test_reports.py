@@ -163,14 +163,9 @@ def test_the_main_job_announces_its_estimate_and_where_the_reports_are(tmp_path,
 
 
 def _profile_module():
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_main_job.py"
-    spec = importlib.util.spec_from_file_location("profile_main_job", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("profile_main_job")
 
 
 def test_the_profile_script_reads_each_cells_seconds(tmp_path, capsys):
@@ -216,13 +211,9 @@ def test_a_warm_estimate_also_says_the_cold_upper_end(tmp_path, monkeypatch, cap
 def test_the_train_po_phase_benchmark_accounts_for_the_command(tmp_path, capsys):
     """benchmarks/train_po_phases.py on a tiny run: every phase timed, the steps inside train_po, the ratio to the
     bare step computed from the same run."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "train_po_phases.py"
-    spec = importlib.util.spec_from_file_location("train_po_phases", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("train_po_phases")
     out = tmp_path / "phases.json"
     assert mod.main(["--n-train", "32", "--n-test", "16", "--k", "1", "--epochs", "1", "--batch", "8",
                      "--floor-steps", "2", "--out", str(out)]) == 0
@@ -236,13 +227,9 @@ def test_the_train_po_phase_benchmark_accounts_for_the_command(tmp_path, capsys)
 
 
 def test_the_cut_comparison_pairs_metrics_with_their_intervals(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_cut.py"
-    spec = importlib.util.spec_from_file_location("compare_cut", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("compare_cut")
     before = {"a_top1": 0.80, "a_top1_ci": [0.77, 0.83], "g": {"m": {"mean": 0.5, "std": 0.01}},
               "b_top1": 0.5, "b_top1_ci": [0.47, 0.53], "notebook_seconds": 100.0, "only_before": 1.0}
     after = {"a_top1": 0.79, "a_top1_ci": [0.76, 0.82], "g": {"m": {"mean": 0.6, "std": 0.01}},

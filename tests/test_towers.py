@@ -47,22 +47,21 @@ def test_the_conv_stem_trial_keeps_the_token_grid_and_runs(tmp_path):
     """benchmarks/tiny_vit_stem.py: the stem replaces the patchify conv at the same stride (same 8x8 grid, same
     embedding shape, FLOPs within 10 % of the conv tower's), refuses another patch size, and a two-step trial writes
     its curve."""
-    import importlib.util
     import json
     from pathlib import Path
 
     import open_clip
     import torch
+    from conftest import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tiny_vit_stem.py"
-    spec = importlib.util.spec_from_file_location("tiny_vit_stem", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("tiny_vit_stem")
     name = mod.register_trial(5)
     m = open_clip.create_model(name)
     assert isinstance(m.visual.conv1, torch.nn.Sequential) and m.visual.grid_size == (8, 8)
     assert m.encode_image(torch.zeros(2, 3, 64, 64)).shape == (2, 128)
-    ratio = mod.flops_per_image(m) / mod.flops_per_image(open_clip.create_model("clipwb-tiny"))
+    from clipwb.models.inputs import image_flops
+
+    ratio = image_flops(m) / image_flops(open_clip.create_model("clipwb-tiny"))
     assert 0.9 < ratio < 1.1
     bad = open_clip.create_model("clipwb-tiny-vit")
     bad.visual.conv1 = torch.nn.Conv2d(3, 128, 4, 4)
