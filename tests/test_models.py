@@ -32,7 +32,7 @@ def test_bad_specs_fail_clearly(spec):
 
 def test_default_tiny_weights_ship_with_the_package(tiny):
     from clipwb.models import default_tiny_key, tiny_weights_key
-    from clipwb.training.pretrain import PretrainConfig
+    from clipwb.training.pretrain import PretrainConfig, pretrain_config
 
     path, exists = tiny_weights_path()
     assert exists and path.parent == WEIGHTS_DIR
@@ -42,7 +42,7 @@ def test_default_tiny_weights_ship_with_the_package(tiny):
 
     vit_path, vit_exists = tiny_weights_path(name=TINY_MODELS["tiny-vit"])
     assert vit_exists and default_tiny_key(TINY_MODELS["tiny-vit"]) == tiny_weights_key(
-        PretrainConfig(model_name=TINY_MODELS["tiny-vit"]))
+        pretrain_config("full", model_name=TINY_MODELS["tiny-vit"]))
     shipped = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
     assert shipped == {path.stem, vit_path.stem}, "only the default weights ship (orphaned files left in weights/?)"
     assert tiny.weights == str(path) and not tiny.model.training

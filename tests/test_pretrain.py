@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 import torch
 
 from clipwb.config import ConfigError
@@ -38,6 +40,18 @@ def test_weights_hash_ignores_bookkeeping_but_not_training_knobs():
     base = pretrain_config("full")
     assert base.weights_hash(mc) == pretrain_config("full", eval_every=7, workers=1).weights_hash(mc)
     assert base.weights_hash(mc) != pretrain_config("full", lr=2e-3).weights_hash(mc)
+
+
+def test_per_model_profile_gives_the_vit_its_longer_curriculum_and_overrides_still_win():
+    from clipwb import profiles
+
+    vit = "clipwb-tiny-vit"
+    full_vit = profiles.profile("pretrain_models", "full")[vit]
+    assert pretrain_config("full", model_name=vit).steps == full_vit["steps"] != pretrain_config("full").steps
+    assert pretrain_config("full", model_name=vit, steps=5).steps == 5  # an explicit override beats the profile's
+    assert pretrain_config("quick", model_name=vit).steps == pretrain_config("quick").steps  # quick stays quick
+    with pytest.raises(ValueError, match="unknown pretraining profile"):
+        profiles.profile("pretrain_models", "huge")
 
 
 def test_unknown_override_is_rejected():

@@ -110,7 +110,12 @@ _WORLD_OMIT_AT_DEFAULT: dict = {"mix_sign": 0.0, "mix_object_other_text": 0.0, "
                                 "text_placement": "anywhere", "faint_hat_alpha": (0.3, 0.6)}
 
 def pretrain_config(profile: str = "full", **overrides) -> PretrainConfig:
-    return with_overrides(PretrainConfig(), {**profiles.profile("pretrain", profile), **overrides})
+    """The pretraining config of ``profile``: the profile's settings, then its per-model ones for
+    ``overrides["model_name"]`` (profiles' ``pretrain_models``: the ViT's longer curriculum), then ``overrides``."""
+    base = profiles.profile("pretrain", profile)
+    model = overrides.get("model_name", base.get("model_name", PretrainConfig.model_name))
+    per_model = profiles.profile("pretrain_models", profile).get(model, {})
+    return with_overrides(PretrainConfig(), {**base, **per_model, **overrides})
 
 
 def _param_groups(named_params, weight_decay: float):
