@@ -450,3 +450,27 @@ def attention_overlays(images: np.ndarray, maps: dict[str, np.ndarray], heads: l
         ax.set_axis_off()
     fig.tight_layout()
     return _save(fig, save)
+
+
+def head_effects(rows: list[dict], tolerance: float | None = None, save=None, title: str = "each head ablated alone"):
+    """Clean cost against typographic gain (points) of single-head ablations (``defences.heads.head_effects`` rows),
+    each head labelled L<layer>.H<head>; a dashed line at the clean tolerance of the greedy search."""
+    import re
+
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    x = [100 * r["clean_cost"] for r in rows]
+    y = [100 * r["typo_gain"] for r in rows]
+    ax.scatter(x, y, c=[r.get("score", 0) for r in rows], cmap="viridis")
+    for r, xi, yi in zip(rows, x, y):
+        m = re.search(r"(\d+)\D*#(\d+)$", r["head"])
+        ax.annotate(f"L{m[1]}.H{m[2]}" if m else r["head"], (xi, yi), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    if tolerance is not None:
+        ax.axvline(100 * tolerance, ls="--", c="grey", lw=1, label=f"clean tolerance ({100 * tolerance:.0f} pt)")
+        ax.legend(fontsize=8)
+    ax.axhline(0, c="k", lw=0.5)
+    ax.set(xlabel="clean top-1 cost (points)", ylabel="typographic top-1 gain (points)", title=title)
+    fig.tight_layout()
+    _save(fig, save)
+    return fig
+

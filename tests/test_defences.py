@@ -169,6 +169,43 @@ def test_head_ablation_on_a_random_vit_from_a_local_dir(tmp_path):
         assert [h.name for h in res.heads] == order[:len(res.heads)]
 
 
+def test_greedy_ablation_stops_at_or_skips_a_rejected_head(tmp_path):
+    lm = _random_vit(tmp_path)
+    w = World(image_size=32)
+    b, c = w.generate(16, "val", "typographic"), w.generate(16, "val", "object")
+    text = class_text_features(lm.model, lm.tokenizer, w.classes)
+    args = (lm.model, text, b.images, b.labels("class_name", w.classes), b.labels("text", w.classes), c.images,
+            c.labels("class_name", w.classes))
+    names = [h.name for h in H.attention_heads(lm.model)]
+    scores = {n: float(i + 1) for i, n in enumerate(names)}  # every head positive, the last one first
+    # a tolerance no ablation can keep (clean top-1 would have to rise by 2): every head is rejected
+    stop = H.greedy_ablation(*args, tolerance=-2.0, scores=scores)
+    skip = H.greedy_ablation(*args, tolerance=-2.0, scores=scores, skip_rejected=True)
+    assert stop.heads == [] and [r["rejected"] for r in stop.log[1:]] == [names[-1]]
+    assert skip.heads == [] and [r["rejected"] for r in skip.log[1:]] == names[::-1]  # tried all, in score order
+    # a tolerance every ablation keeps: all heads, in score order, either way
+    keep = H.greedy_ablation(*args, tolerance=2.0, scores=scores, skip_rejected=True)
+    assert [h.name for h in keep.heads] == names[::-1] and keep.scores is scores
+
+
+def test_head_effects_measures_each_head_alone(tmp_path):
+    lm = _random_vit(tmp_path)
+    w = World(image_size=32)
+    b, c = w.generate(16, "val", "typographic"), w.generate(16, "val", "object")
+    text = class_text_features(lm.model, lm.tokenizer, w.classes)
+    y = b.labels("class_name", w.classes)
+    heads = H.attention_heads(lm.model)
+    rows = H.head_effects(lm.model, text, [heads[0].name, heads[1].name], c.images, b.images, y)
+    base = H._clean_top1(lm.model, text, c.images, y)
+    assert [r["head"] for r in rows] == [heads[0].name, heads[1].name]
+    assert all(r["clean_top1"] + r["clean_cost"] == pytest.approx(base) for r in rows)
+    m = H.ablate(lm.model, [heads[1]])
+    assert rows[1]["clean_top1"] == H._clean_top1(m, text, c.images, y)
+    assert rows[1]["typo_gain"] == pytest.approx(H._clean_top1(m, text, b.images, y) - H._clean_top1(lm.model, text, b.images, y))
+    with pytest.raises(ValueError, match="no attention heads named"):
+        H.head_effects(lm.model, text, ["nope#0"], c.images, b.images, y)
+
+
 def test_classifier_eval_of_a_model_is_po_eval(tiny, pairs):
     sets = {"test": {k: pairs[k] for k in ("clean", "typo", "true", "written")}}
     clf = model_classifier(tiny.model, tiny.tokenizer, CLASSES)
@@ -248,3 +285,25 @@ def test_the_validation_split_is_disjoint_and_chooses_strengths_whatever_the_tes
     sel = lambda runs: [(r["t"], r["select_clean_top1"], r["select_typo_top1"]) for r in runs.curves["steering"]]  # noqa: E731
     assert sel(a) == sel(b)
     assert a.results["zero_shot"]["typo_top1_ci"] != b.results["zero_shot"]["typo_top1_ci"]
+
+
+def test_ablation_diagnosis_explains_the_search_on_the_shipped_vit(quick_sets, tmp_path, monkeypatch):
+    from clipwb.experiments import defences as D
+    from clipwb.models import load_model
+
+    monkeypatch.setenv("CLIPWB_CACHE", str(tmp_path / "cache"))
+    classes, sets = quick_sets
+    lm = load_model("tiny-vit")
+    names = [h.name for h in H.attention_heads(lm.model)]
+    scores = {n: (len(names) - i) / 100 for i, n in enumerate(names)}  # the first head highest
+    kw = dict(select_n=32, clean_tolerance=0.05, n_heads=4)
+    d = D.ablation_diagnosis(lm, classes, sets, scores, **kw)
+    assert [r["head"] for r in d["effects"]] == names[:4] and d["effects"][0]["score"] == scores[names[0]]
+    base = d["skip"]["log"][0]["clean_top1"]
+    assert all(r["clean_top1"] >= base - 0.05 for r in d["skip"]["log"] if "added" in r)
+    assert d["skip"]["heads"] == [r["added"] for r in d["skip"]["log"] if "added" in r]
+    v = {r["metric"]: r for r in d["skip"]["verdicts"]}
+    assert set(v) == {"clean_top1", "typo_top1"}
+    assert v["typo_top1"]["diff_pts"] == pytest.approx(100 * (d["skip"]["metrics"]["typo_top1"] -
+                                                             D.DefenceContext(lm, classes, sets).reference["typo_top1"]), abs=0.051)
+    assert D.ablation_diagnosis(lm, classes, sets, scores, **kw) == d  # cached

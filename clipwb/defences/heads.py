@@ -144,13 +144,15 @@ def score_heads(model, text: torch.Tensor, typo: np.ndarray, true, written, prog
 
 
 def greedy_ablation(model, text: torch.Tensor, typo: np.ndarray, true, written, clean_val: np.ndarray, y_val,
-                    tolerance: float = 0.01, max_heads: int | None = None, progress: bool = False) -> AblationResult:
+                    tolerance: float = 0.01, max_heads: int | None = None, progress: bool = False,
+                    skip_rejected: bool = False, scores: dict | None = None) -> AblationResult:
     """Score the heads on (``typo``, ``true``, ``written``), then zero heads in descending score (positive scores
     only) while the clean top-1 on (``clean_val``, ``y_val``) stays within ``tolerance`` of the unablated model's;
-    stops at the first head that would break it or after ``max_heads``."""
+    stops at the first head that would break it (``skip_rejected``: passes over it and tries the next) or after
+    ``max_heads``. ``scores``: precomputed ``score_heads`` of the same images, to skip the scoring."""
     t0 = time.time()
     heads = {h.name: h for h in attention_heads(model)}
-    scores = score_heads(model, text, typo, true, written, progress)
+    scores = scores if scores is not None else score_heads(model, text, typo, true, written, progress)
     base = _clean_top1(model, text, clean_val, y_val)
     chosen, log = [], [{"heads": 0, "clean_top1": base, "margin": _margin(model, text, typo, true, written)}]
     for name in sorted((n for n in scores if scores[n] > 0), key=lambda n: -scores[n]):
@@ -160,11 +162,30 @@ def greedy_ablation(model, text: torch.Tensor, typo: np.ndarray, true, written, 
         clean = _clean_top1(trial, text, clean_val, y_val)
         if clean < base - tolerance:
             log.append({"heads": len(chosen) + 1, "rejected": name, "clean_top1": clean})
+            if skip_rejected:
+                continue
             break
         chosen.append(heads[name])
         log.append({"heads": len(chosen), "added": name, "clean_top1": clean,
                     "margin": _margin(trial, text, typo, true, written)})
     return AblationResult(chosen, scores, log, time.time() - t0)
+
+
+def head_effects(model, text: torch.Tensor, names: list[str], clean: np.ndarray, typo: np.ndarray, labels) -> list[dict]:
+    """Each named head ablated alone: its cost in clean top-1 and its gain in typographic top-1 on (``clean``,
+    ``typo``, ``labels``), against the unablated model. Why a greedy search stops: a head that carries the written
+    word *and* the object costs clean accuracy for what it gains."""
+    heads = {h.name: h for h in attention_heads(model)}
+    unknown = [n for n in names if n not in heads]
+    if unknown:
+        raise ValueError(f"no attention heads named {unknown}; the model's heads: {list(heads)[:4]}...")
+    base_c, base_t = _clean_top1(model, text, clean, labels), _clean_top1(model, text, typo, labels)
+    rows = []
+    for n in names:
+        m = ablate(model, [heads[n]])
+        c, t = _clean_top1(m, text, clean, labels), _clean_top1(m, text, typo, labels)
+        rows.append({"head": n, "clean_top1": c, "typo_top1": t, "clean_cost": base_c - c, "typo_gain": t - base_t})
+    return rows
 
 
 def top_heads(scores: dict, n: int = 12) -> dict:

@@ -28,7 +28,7 @@ import torch
 
 from .. import profiles
 from ..config import with_overrides
-from ..defences.heads import greedy_ablation
+from ..defences.heads import ablate, greedy_ablation, head_effects
 from ..defences.interpolation import interpolate, select_strength
 from ..defences.prefix import PrefixConfig, train_prefix
 from ..defences.projection import ProjectionConfig, train_projection
@@ -470,6 +470,39 @@ def beats_zero_shot(runs: DefenceRuns) -> list[dict]:
                      "clean_change_pts": round(100 * (r["clean_top1"] - zs["clean_top1"]), 1),
                      **({"chosen": chosen} if chosen else {})})
     return rows
+
+
+def ablation_diagnosis(lm, classes, sets: dict, scores: dict, select_n: int = 1024, clean_tolerance: float = 0.01,
+                       seed: int = 0, n_heads: int = 12, progress: bool = False, cache: bool = True) -> dict:
+    """Why head ablation chose what it chose, on the protocol of ``compare_defences`` (its selection split, halves
+    and tolerance; ``scores``: its ``head_ablation`` details' scores):
+
+    - ``effects``: the ``n_heads`` top-scored heads, each ablated alone on the half of the selection split that
+      checks the clean tolerance: clean cost and typographic gain (``defences.heads.head_effects``);
+    - ``skip``: the greedy search that passes over a rejected head instead of stopping (``skip_rejected``), its
+      heads, and their classifier on the held-out sets (``metrics``) against zero-shot (``verdicts``: paired
+      differences on the test images). Cached by model, data, scores and protocol."""
+    setting = DefenceSetting(select_n=select_n, clean_tolerance=clean_tolerance, seed=seed)
+    ctx = DefenceContext(lm, classes, sets, "embedded", None, None, setting, progress=progress, cache=cache)
+
+    def run():
+        sel, half, text = ctx.sel, len(ctx.sel["true"]) // 2, ctx.base.text
+        names = sorted(scores, key=lambda n: -scores[n])[:n_heads]
+        effects = [{**r, "score": scores[r["head"]]} for r in head_effects(
+            lm.model, text, names, sel["clean"][half:], sel["typo"][half:], sel["true"][half:])]
+        res = greedy_ablation(lm.model, text, sel["typo"][:half], sel["true"][:half], sel["written"][:half],
+                              sel["clean"][half:], sel["true"][half:], tolerance=clean_tolerance, scores=scores,
+                              skip_rejected=True)
+        clf = model_classifier(ablate(lm.model, res.heads), lm.tokenizer, ctx.classes, ctx.templates)
+        metrics, correct = ctx.evaluate(clf, return_correct=True)
+        verdicts = paired_verdicts({"head_ablation_skip": correct, "zero_shot": ctx.reference_correct},
+                                   [("head_ablation_skip", "zero_shot")])
+        return {"effects": effects, "selected_on": ctx.selection_split,
+                "skip": {"heads": [h.name for h in res.heads], "log": res.log, "metrics": metrics,
+                         "verdicts": verdicts}}
+
+    return ctx.cached("head-diagnosis", [sorted(scores.items()), n_heads, clean_tolerance, seed, select_n,
+                                         ctx.selection_key], run)
 
 
 def flat_metrics(runs: DefenceRuns) -> dict:
