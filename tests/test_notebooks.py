@@ -85,6 +85,8 @@ def test_the_thin_notebook_rule_catches_logic():
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_thin_and_committed_without_outputs(nb):
     book = nbformat.read(nb, as_version=4)
+    raw = json.loads(nb.read_text())
+    assert all(c.get("id") for c in raw["cells"]), f"{nb.name}: a cell without an id (nbformat 4.5 wants one)"
     tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "profile" in tagged[0].source and "out_dir" in tagged[0].source
     for c in book.cells:
