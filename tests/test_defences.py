@@ -307,3 +307,21 @@ def test_ablation_diagnosis_explains_the_search_on_the_shipped_vit(quick_sets, t
     assert v["typo_top1"]["diff_pts"] == pytest.approx(100 * (d["skip"]["metrics"]["typo_top1"] -
                                                              D.DefenceContext(lm, classes, sets).reference["typo_top1"]), abs=0.051)
     assert D.ablation_diagnosis(lm, classes, sets, scores, **kw) == d  # cached
+
+
+def test_paint_at_alpha_one_reuses_the_po_runs_own_evaluation_exactly(tiny, quick_sets, tmp_path, monkeypatch):
+    from clipwb.experiments import defences as D
+
+    monkeypatch.setenv("CLIPWB_CACHE", str(tmp_path / "cache"))
+    classes, sets = quick_sets
+    ctx = D.DefenceContext(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1},
+                           setting=D.DefenceSetting(alphas=(0.5,), select_n=32), progress=False)
+    ctx.po_run("dpo")  # trained (and evaluated) first
+    calls, evaluate = [], ctx.evaluate
+    monkeypatch.setattr(ctx, "evaluate", lambda clf, **kw: calls.append(clf) or evaluate(clf, **kw))
+    fit = D.Paint("dpo").fit(ctx)
+    assert len(calls) == 1  # alpha 0.5 only: 0 is the zero-shot reference, 1 the run's own evaluation
+    row = next(r for r in fit.curve if r["alpha"] == 1.0)
+    fresh, _ = ctx.evaluate(model_classifier(ctx.po_weights("dpo"), tiny.tokenizer, ctx.classes, ctx.templates),
+                            return_correct=True)
+    assert {k: v for k, v in row.items() if k not in ("alpha", "train")} == fresh

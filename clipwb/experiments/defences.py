@@ -299,13 +299,15 @@ class PORun(Defence):
                           seconds=run["train_seconds"], details={"weights": "raw"})
 
 
-def _strength_rows(ctx, key: str, strengths, classifier_at):
+def _strength_rows(ctx, key: str, strengths, classifier_at, known: dict | None = None):
     """Every strength's selection-split scores and test metrics; returns (rows, the chosen row's index, its
-    per-image correctness). ``classifier_at(value)`` gives the classifier, or None for the zero-shot model."""
-    rows, correct = [], []
+    per-image correctness). ``classifier_at(value)`` gives the classifier, or None for the zero-shot model;
+    ``known``: strength -> (test metrics, per-image correctness) already measured (not evaluated again)."""
+    rows, correct, known = [], [], known or {}
     for v in strengths:
         clf = classifier_at(v)
-        m, c = (ctx.reference, ctx.reference_correct) if clf is None else ctx.evaluate(clf, return_correct=True)
+        m, c = ((ctx.reference, ctx.reference_correct) if clf is None else known[v] if v in known
+                else ctx.evaluate(clf, return_correct=True))
         rows.append({key: v, "train": ctx.train_scores(clf or ctx.base), **m})
         correct.append(c)
     row = _chosen(rows, key, ctx)
@@ -335,7 +337,11 @@ class Paint(Defence):
             model = ft if a == 1.0 else interpolate(lm.model, ft, a)
             return model_classifier(model, lm.tokenizer, ctx.classes, ctx.templates)
 
-        rows, i, correct = _strength_rows(ctx, "alpha", (0.0, *ctx.setting.alphas, 1.0), at)
+        # alpha 1 is the PO run's raw model, whose test metrics the run already holds (same sets, evaluation and
+        # reference): not evaluated again
+        known = ({1.0: (run["results"]["raw"], unpack_correct(run["correct"]["raw"]))}
+                 if list(ctx.method_config(self.method, seed).templates) == list(ctx.templates) else {})
+        rows, i, correct = _strength_rows(ctx, "alpha", (0.0, *ctx.setting.alphas, 1.0), at, known)
         return DefenceFit(metrics={k: v for k, v in rows[i].items() if k not in ("alpha", "train")}, correct=correct,
                           trainable=_count(lm.model, ctx.method_config(self.method).train),
                           seconds=run["train_seconds"] + time.time() - t0,
