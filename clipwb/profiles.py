@@ -108,7 +108,8 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 
-_LABELS = {"pretrain": "pretraining", "pretrain_models": "pretraining", "po": "PO", "po_methods": "PO", "gca": "GCA", "defense_prefix": "Defense-Prefix"}
+_LABELS = {"pretrain": "pretraining", "pretrain_models": "pretraining", "po": "PO", "po_methods": "PO", "gca": "GCA",
+           "defense_prefix": "Defense-Prefix"}
 
 
 def profile(section: str, name: str) -> dict:

@@ -395,6 +395,14 @@ class Projection(Defence):
                           details={"config": dataclasses.asdict(jcfg), "final_step": res.log[-1]})
 
 
+def _greedy_on_selection(ctx, **kw):
+    """``greedy_ablation`` on the comparison's protocol: heads scored on the first half of the selection pairs'
+    attacked images, the clean tolerance checked on the other half's clean images."""
+    sel, half = ctx.sel, len(ctx.sel["true"]) // 2
+    return greedy_ablation(ctx.lm.model, ctx.base.text, sel["typo"][:half], sel["true"][:half], sel["written"][:half],
+                           sel["clean"][half:], sel["true"][half:], tolerance=ctx.setting.clean_tolerance, **kw)
+
+
 class HeadAblation(Defence):
     """Training-free attention-head ablation, heads scored on half the selection pairs, checked on the other."""
     name = "head_ablation"
@@ -404,12 +412,8 @@ class HeadAblation(Defence):
         return [s.select_n, s.seed, s.clean_tolerance]
 
     def fit(self, ctx, seed=None):
-        from ..defences.heads import ablate
-
-        sel, half, lm = ctx.sel, len(ctx.sel["true"]) // 2, ctx.lm
-        res = greedy_ablation(lm.model, ctx.base.text, sel["typo"][:half], sel["true"][:half],
-                              sel["written"][:half], sel["clean"][half:], sel["true"][half:],
-                              tolerance=ctx.setting.clean_tolerance, progress=ctx.progress)
+        lm = ctx.lm
+        res = _greedy_on_selection(ctx, progress=ctx.progress)
         clf = model_classifier(ablate(lm.model, res.heads), lm.tokenizer, ctx.classes, ctx.templates)
         return DefenceFit(clf, trainable=0, seconds=res.seconds,
                           details={"heads": [h.name for h in res.heads], "scores": res.scores, "log": res.log,
@@ -492,13 +496,11 @@ def ablation_diagnosis(lm, classes, sets: dict, scores: dict, select_n: int = 10
     ctx = DefenceContext(lm, classes, sets, "embedded", None, None, setting, progress=progress, cache=cache)
 
     def run():
-        sel, half, text = ctx.sel, len(ctx.sel["true"]) // 2, ctx.base.text
+        sel, half = ctx.sel, len(ctx.sel["true"]) // 2
         names = sorted(scores, key=lambda n: -scores[n])[:n_heads]
         effects = [{**r, "score": scores[r["head"]]} for r in head_effects(
-            lm.model, text, names, sel["clean"][half:], sel["typo"][half:], sel["true"][half:])]
-        res = greedy_ablation(lm.model, text, sel["typo"][:half], sel["true"][:half], sel["written"][:half],
-                              sel["clean"][half:], sel["true"][half:], tolerance=clean_tolerance, scores=scores,
-                              skip_rejected=True)
+            lm.model, ctx.base.text, names, sel["clean"][half:], sel["typo"][half:], sel["true"][half:])]
+        res = _greedy_on_selection(ctx, scores=scores, skip_rejected=True)
         clf = model_classifier(ablate(lm.model, res.heads), lm.tokenizer, ctx.classes, ctx.templates)
         metrics, correct = ctx.evaluate(clf, return_correct=True)
         verdicts = paired_verdicts({"head_ablation_skip": correct, "zero_shot": ctx.reference_correct},
