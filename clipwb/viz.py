@@ -225,10 +225,12 @@ def tradeoff(points: dict[str, dict[str, dict]], reference: dict, x: str = "clea
 def defence_pareto(results: dict[str, dict], curves: dict[str, list[dict]] | None = None, x: str = "clean_top1",
                    y: str = "typo_top1", save=None):
     """Clean vs typographic top-1, one marker per defence (the zero-shot model a star) with its 95 % intervals
-    (``<x>_ci``, ``<y>_ci``), and each curve of ``curves`` (rows along a strength, e.g. PAINT's alpha) as a line;
+    (``<x>_ci``, ``<y>_ci``), and each curve of ``curves`` (rows along a strength, e.g. PAINT's alpha) as a line
+    through the strengths that carry ``x`` and ``y``;
     the Pareto front of the markers dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, (name, rows) in enumerate((curves or {}).items()):
+        rows = [r for r in rows if x in r and y in r]  # strengths measured on the test sets
         ax.plot([r[x] for r in rows], [r[y] for r in rows], color=plt.cm.tab20(2 * (i % 10) + 1), lw=1.2,
                 marker=".", ms=4, zorder=1, label=f"{name} curve")
     pts = sorted(((r[x], r[y], n) for n, r in results.items()), reverse=True)

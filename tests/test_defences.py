@@ -320,8 +320,40 @@ def test_paint_at_alpha_one_reuses_the_po_runs_own_evaluation_exactly(tiny, quic
     calls, evaluate = [], ctx.evaluate
     monkeypatch.setattr(ctx, "evaluate", lambda clf, **kw: calls.append(clf) or evaluate(clf, **kw))
     fit = D.Paint("dpo").fit(ctx)
-    assert len(calls) == 1  # alpha 0.5 only: 0 is the zero-shot reference, 1 the run's own evaluation
+    # 0 is the zero-shot reference, 1 the run's own evaluation; 0.5 is evaluated on the test sets only if chosen
+    assert len(calls) == (fit.details["alpha"] == 0.5)
     row = next(r for r in fit.curve if r["alpha"] == 1.0)
     fresh, _ = ctx.evaluate(model_classifier(ctx.po_weights("dpo"), tiny.tokenizer, ctx.classes, ctx.templates),
                             return_correct=True)
     assert {k: v for k, v in row.items() if k not in ("alpha", "train")} == fresh
+
+
+def test_strength_rows_evaluates_only_the_chosen_strength_on_test_and_chooses_the_same(tiny, quick_sets, tmp_path,
+                                                                                         monkeypatch):
+    """test_all=False (PAINT's curve): the same selection scores and the same choice as evaluating every strength,
+    the chosen row's test metrics and correctness equal, and no test evaluation of a strength not chosen."""
+    from clipwb.defences.interpolation import interpolate
+    from clipwb.experiments import defences as D
+
+    monkeypatch.setenv("CLIPWB_CACHE", str(tmp_path / "cache"))
+    classes, sets = quick_sets
+    ctx = D.DefenceContext(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1},
+                           setting=D.DefenceSetting(select_n=32), progress=False)
+    ft = ctx.po_weights("dpo")
+    at = lambda a: None if a == 0 else model_classifier(interpolate(tiny.model, ft, a), tiny.tokenizer,  # noqa: E731
+                                                        ctx.classes, ctx.templates)
+    alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+    full, i_full, c_full = D._strength_rows(ctx, "alpha", alphas, at)
+    calls, evaluate = [], ctx.evaluate
+    monkeypatch.setattr(ctx, "evaluate", lambda clf, **kw: calls.append(clf) or evaluate(clf, **kw))
+    cut, i_cut, c_cut = D._strength_rows(ctx, "alpha", alphas, at, test_all=False)
+    assert i_cut == i_full and [r["train"] for r in cut] == [r["train"] for r in full]
+    assert cut[i_cut] == full[i_full] and set(c_cut) == set(c_full)
+    assert all(np.array_equal(c_cut[k], c_full[k]) for k in c_full)
+    assert len(calls) == (cut[i_cut]["alpha"] != 0.0)
+    assert all("clean_top1" not in r for j, r in enumerate(cut) if j not in (0, i_cut))
+    assert cut[0]["typo_top1"] == ctx.reference["typo_top1"]
+    rows = [D._curve_row(r, ctx.reference) for r in cut]
+    assert all("select_typo_top1" in r for r in rows) and ("reading_recovery" in rows[i_cut])
+    mean = D._mean_curve([rows, rows])
+    assert mean[0]["typo_top1"] == rows[0]["typo_top1"] and [r["alpha"] for r in mean] == list(alphas)
