@@ -230,9 +230,11 @@ def defence_pareto(results: dict[str, dict], curves: dict[str, list[dict]] | Non
     the Pareto front of the markers dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, (name, rows) in enumerate((curves or {}).items()):
-        rows = [r for r in rows if x in r and y in r]  # strengths measured on the test sets
-        ax.plot([r[x] for r in rows], [r[y] for r in rows], color=plt.cm.tab20(2 * (i % 10) + 1), lw=1.2,
-                marker=".", ms=4, zorder=1, label=f"{name} curve")
+        measured = [r for r in rows if x in r and y in r]  # strengths measured on the test sets
+        gaps = len(measured) < len(rows)  # a straight segment there is not the path: dotted, and said so
+        ax.plot([r[x] for r in measured], [r[y] for r in measured], color=plt.cm.tab20(2 * (i % 10) + 1), lw=1.2,
+                ls=":" if gaps else "-", marker=".", ms=4, zorder=1,
+                label=f"{name} curve" + (" (tested strengths only)" if gaps else ""))
     pts = sorted(((r[x], r[y], n) for n, r in results.items()), reverse=True)
     front, best = [], -np.inf
     for px, py, _ in pts:  # highest clean first: a point is on the front if no point with more clean beats its typo

@@ -357,3 +357,21 @@ def test_strength_rows_evaluates_only_the_chosen_strength_on_test_and_chooses_th
     assert all("select_typo_top1" in r for r in rows) and ("reading_recovery" in rows[i_cut])
     mean = D._mean_curve([rows, rows])
     assert mean[0]["typo_top1"] == rows[0]["typo_top1"] and [r["alpha"] for r in mean] == list(alphas)
+
+
+def test_pareto_draws_a_curve_through_its_tested_strengths_only_and_says_so(tmp_path):
+    """A curve whose strengths in between were not evaluated on test (PAINT's) is drawn through the tested ones,
+    dotted and labelled; a fully tested one (steering's) solid; the PNG is written."""
+    from clipwb import viz
+
+    res = {"zero_shot": {"clean_top1": 0.9, "typo_top1": 0.4}, "ce": {"clean_top1": 0.88, "typo_top1": 0.8}}
+    curves = {"paint_ce": [{"alpha": 0.0, "clean_top1": 0.9, "typo_top1": 0.4}, {"alpha": 0.5, "select_typo_top1": 0.7},
+                           {"alpha": 1.0, "clean_top1": 0.88, "typo_top1": 0.8}],
+              "steering": [{"t": 0.0, "clean_top1": 0.9, "typo_top1": 0.4}, {"t": 1.0, "clean_top1": 0.89,
+                                                                             "typo_top1": 0.5}]}
+    fig = viz.defence_pareto(res, curves, save=tmp_path / "p.png")
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    paint = lines["paint_ce curve (tested strengths only)"]
+    assert list(paint.get_xdata()) == [0.9, 0.88] and paint.get_linestyle() == ":"
+    assert lines["steering curve"].get_linestyle() == "-" and len(lines["steering curve"].get_xdata()) == 2
+    assert (tmp_path / "p.png").stat().st_size > 0
