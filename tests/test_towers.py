@@ -82,3 +82,13 @@ def test_the_conv_stem_trial_keeps_the_token_grid_and_runs(tmp_path):
     cfg = pretrain_config("full", model_name="clipwb-tiny-vit", steps=2, n_images=256)
     assert Path(r["weights"]).name == f"clipwb-tiny-vit-{tiny_weights_key(cfg)}.safetensors"
     assert Path(r["weights"]).is_file() and r["final_test_1024"]["n"] == 1024 and (tmp_path / "log.json").is_file()
+
+
+def test_notebook_08_trains_the_po_methods_of_07s_tower_rows_by_default():
+    """08's default PO methods are 07's tower rows' (so 08 reads 07's cached ViT runs and trains nothing more)."""
+    from clipwb.experiments.defences import TOWER_ROWS, tower_po_methods
+    from clipwb.losses.po import po_methods
+
+    got = tower_po_methods()
+    assert got and set(got) <= set(TOWER_ROWS) and set(got) <= set(po_methods(baseline=False))
+    assert got == [m for m in TOWER_ROWS if m in po_methods(baseline=False)] and "ipo" not in got

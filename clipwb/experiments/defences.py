@@ -547,6 +547,14 @@ def flat_metrics(runs: DefenceRuns) -> dict:
 TOWER_ROWS = ("zero_shot", "dpo", "kto", "ce", "paint_ce", "paint_dpo", "projection", "head_ablation")
 
 
+def tower_po_methods() -> list[str]:
+    """The registered preference methods among ``TOWER_ROWS`` (what notebook 08 trains on a second tower by
+    default, so that it reads 07's runs and finds the same best method)."""
+    from ..losses.po import po_methods
+
+    return [m for m in TOWER_ROWS if m in po_methods(baseline=False)]
+
+
 def towers_table(runs: dict, keys=("clean_top1", "typo_top1", "typo_heldout_top1", "typo_unseen_top1")) -> list[dict]:
     """One row per (model, defence) of ``runs`` (model -> DefenceRuns): the training seeds behind it ("-": it trains
     nothing) and
