@@ -139,3 +139,32 @@ def test_distillation_refuses_a_teacher_with_another_text_tower():
         take_text_tower(student, other)
     with pytest.raises(ValueError, match="distill_weight"):
         pretrain_config("quick", distill_weight=-1.0)
+
+
+def test_continued_pretraining_starts_from_the_named_weights_and_a_wrong_key_fails_before_any_work(monkeypatch):
+    """init=<key>: the run starts from that weights file (one step at a vanishing learning rate leaves the shipped
+    model's weights as they are; from scratch they are other weights), the key counts in the weights hash, and a
+    key with no file fails at once, naming the fix, before a world image is drawn."""
+    from clipwb.models import load_model
+    from clipwb.models.loading import default_tiny_key
+    from clipwb.world import World
+
+    key = default_tiny_key("clipwb-tiny")
+    kw = dict(steps=1, n_images=64, batch_size=16, lr=1e-12, warmup=0, early_steps=0, precision="fp32")
+    cont, _ = pretrain(pretrain_config("quick", init=key, **kw), progress=False)
+    scratch, _ = pretrain(pretrain_config("quick", **kw), progress=False)
+    shipped = load_model("tiny").model
+
+    def max_diff(a, b):  # parameters: BatchNorm's running statistics move in a training step whatever the lr
+        return max((x.float() - y.float()).abs().max().item() for x, y in zip(a.parameters(), b.parameters()))
+
+    assert max_diff(cont, shipped) < 1e-6 < max_diff(scratch, shipped)
+    mc = tiny_model_config()
+    assert pretrain_config("full", init=key).weights_hash(mc) != pretrain_config("full").weights_hash(mc)
+
+    def no_world(*a, **k):
+        raise AssertionError("generated world images before checking the init weights")
+
+    monkeypatch.setattr(World, "generate", no_world)
+    with pytest.raises(FileNotFoundError, match="init weights clipwb-tiny-0123456789ab not found.*index.json"):
+        pretrain(pretrain_config("quick", init="0123456789ab", **kw), progress=False)

@@ -54,6 +54,10 @@ class PretrainConfig:
     # the cosine distance, beside the contrastive loss against the captions
     teacher: str = ""
     distill_weight: float = 10.0
+    # continued pretraining: the weights key of a trained model of the same ``model_name`` to start from (shipped
+    # or in the cache: clipwb-<model>-<key>.safetensors), with a fresh warm-up and cosine over ``steps``; "" starts
+    # from open_clip's random initialisation. The key names the starting weights exactly, so it is hashed.
+    init: str = ""
     # below: bookkeeping that does not change the weights (left out of the hash)
     eval_every: int = 400
     eval_n: int = 256
@@ -102,7 +106,7 @@ class PretrainConfig:
 
 # fields added after the shipped weights were trained: {name: value that reproduces the old behaviour}
 _OMIT_AT_DEFAULT: dict = {"loss": "clip", "gca_eps": 0.25, "gca_iters": 10, "gca_rho": 0.2, "gca_r2": 0.02,
-                          "teacher": "", "distill_weight": 10.0}
+                          "teacher": "", "distill_weight": 10.0, "init": ""}
 # fields removed since, with their value then, so that the keys of weights trained before stay the same (the
 # precision is now chosen per machine and recorded in the weights' JSON log, like the device)
 _REMOVED_FIELDS: dict = {"channels_last": True, "autocast_bf16": True}
@@ -214,8 +218,21 @@ def distill_loss(student_f: torch.Tensor, teacher_f: torch.Tensor) -> torch.Tens
     return (1 - torch.nn.functional.cosine_similarity(student_f, teacher_f, dim=-1)).mean()
 
 
+def init_weights(cfg: PretrainConfig) -> Path:
+    """The weights file ``cfg.init`` names (shipped first, then the cache); raises, naming the fix, when absent."""
+    from ..models.loading import tiny_weights_path
+
+    path, exists = tiny_weights_path(cfg.init, None, cfg.model_name)
+    if not exists:
+        raise FileNotFoundError(f"init weights {cfg.model_name}-{cfg.init} not found (looked for {path.name} among "
+                                f"the shipped weights and in the cache): pretrain them first, or set init to a key "
+                                f"of clipwb/models/weights/index.json")
+    return path
+
+
 def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | None = None):
-    """Train the tiny CLIP from scratch; returns (model, log dict). Deterministic for a given config."""
+    """Train the tiny CLIP from scratch (or from the weights ``cfg.init`` names); returns (model, log dict).
+    Deterministic for a given config."""
     import open_clip
     from ..progress import tqdm
 
@@ -224,6 +241,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     from ..models import register_configs
 
     register_configs()
+    init_path = init_weights(cfg) if cfg.init else None  # before the data: a wrong key fails at once
     t_start = time.time()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -234,7 +252,8 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     t_data = time.time() - t_start
 
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = open_clip.create_model(cfg.model_name, device=device)
+    model = open_clip.create_model(cfg.model_name, device=device,
+                                   **({"pretrained": str(init_path)} if init_path else {}))
     prec = resolve_precision(cfg.precision, device, model=model)
     tokens = tokens.to(device)
     if prec.channels_last:
