@@ -331,7 +331,8 @@ def test_paint_at_alpha_one_reuses_the_po_runs_own_evaluation_exactly(tiny, quic
 def test_strength_rows_evaluates_only_the_chosen_strength_on_test_and_chooses_the_same(tiny, quick_sets, tmp_path,
                                                                                          monkeypatch):
     """test_all=False (PAINT's curve): the same selection scores and the same choice as evaluating every strength,
-    the chosen row's test metrics and correctness equal, and no test evaluation of a strength not chosen."""
+    the chosen row's test metrics and correctness equal, no test evaluation of a strength not chosen, and no
+    classifier built twice."""
     from clipwb.defences.interpolation import interpolate
     from clipwb.experiments import defences as D
 
@@ -346,7 +347,9 @@ def test_strength_rows_evaluates_only_the_chosen_strength_on_test_and_chooses_th
     full, i_full, c_full = D._strength_rows(ctx, "alpha", alphas, at)
     calls, evaluate = [], ctx.evaluate
     monkeypatch.setattr(ctx, "evaluate", lambda clf, **kw: calls.append(clf) or evaluate(clf, **kw))
-    cut, i_cut, c_cut = D._strength_rows(ctx, "alpha", alphas, at, test_all=False)
+    built = []  # each strength's classifier is built once, the chosen one too
+    cut, i_cut, c_cut = D._strength_rows(ctx, "alpha", alphas, lambda a: built.append(a) or at(a), test_all=False)
+    assert built == list(alphas)
     assert i_cut == i_full and [r["train"] for r in cut] == [r["train"] for r in full]
     assert cut[i_cut] == full[i_full] and set(c_cut) == set(c_full)
     assert all(np.array_equal(c_cut[k], c_full[k]) for k in c_full)

@@ -313,12 +313,12 @@ def _strength_rows(ctx, key: str, strengths, classifier_at, known: dict | None =
     ``test_all=False``: only the chosen strength is evaluated on the test sets (the choice reads the selection
     scores alone); the other rows carry their selection scores and, where known (the zero-shot model, ``known``),
     their test metrics."""
-    rows, correct, known, later = [], [], known or {}, set()
+    rows, correct, known, later = [], [], known or {}, {}
     for v in strengths:
         clf = classifier_at(v)
         if clf is not None and v not in known and not test_all:
             m, c = {}, None
-            later.add(v)
+            later[v] = clf  # kept: the chosen one is evaluated below without being built again
         else:
             m, c = ((ctx.reference, ctx.reference_correct) if clf is None else known[v] if v in known
                     else ctx.evaluate(clf, return_correct=True))
@@ -327,7 +327,7 @@ def _strength_rows(ctx, key: str, strengths, classifier_at, known: dict | None =
     row = _chosen(rows, key, ctx)
     i = rows.index(row)
     if row[key] in later:  # test_all=False: the chosen strength is evaluated now
-        m, correct[i] = ctx.evaluate(classifier_at(row[key]), return_correct=True)
+        m, correct[i] = ctx.evaluate(later[row[key]], return_correct=True)
         row.update(m)
     return rows, i, correct[i]
 
