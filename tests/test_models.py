@@ -43,8 +43,17 @@ def test_default_tiny_weights_ship_with_the_package(tiny):
     vit_path, vit_exists = tiny_weights_path(name=TINY_MODELS["tiny-vit"])
     assert vit_exists and default_tiny_key(TINY_MODELS["tiny-vit"]) == tiny_weights_key(
         pretrain_config("full", model_name=TINY_MODELS["tiny-vit"]))
+    # only the default weights ship, and the weights a default continues from (``PretrainConfig.init``), down the chain
+    expected = {path.stem, vit_path.stem}
+    for name in (TINY_MODELS["tiny"], TINY_MODELS["tiny-vit"]):
+        init = pretrain_config("full", model_name=name).init
+        while init:
+            init_path, init_exists = tiny_weights_path(init, name=name)
+            assert init_exists and init_path.parent == WEIGHTS_DIR, f"{name}'s init weights {init} do not ship"
+            expected.add(init_path.stem)
+            init = json.loads(init_path.with_suffix(".json").read_text())["config"].get("init", "")
     shipped = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
-    assert shipped == {path.stem, vit_path.stem}, "only the default weights ship (orphaned files left in weights/?)"
+    assert shipped == expected, "only the default weights and their init chain ship (orphaned files in weights/?)"
     assert tiny.weights == str(path) and not tiny.model.training
     assert path.with_suffix(".json").is_file(), "the pretraining log ships beside the weights"
 
