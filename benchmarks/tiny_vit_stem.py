@@ -125,8 +125,8 @@ def main(argv=None) -> int:
         log = json.loads(weights.with_suffix(".json").read_text())
     else:
         weights, (_, log) = None, pretrain(cfg, progress=True, log_path=a.log)
-    what = (f"tiny-vit continued from {a.init}" if a.init else "the shipped tiny-vit" if a.plain else "tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + "
-            f"ReLU, 1x1 to width) and {a.layers} blocks")
+    stem = f"tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + ReLU, 1x1 to width) and {a.layers} blocks"
+    what = f"tiny-vit continued from {a.init}" if a.init else "the shipped tiny-vit" if a.plain else stem
     out = {"what": f"{what}, the shipped curriculum at {a.steps} steps; world zero-shot suite on {a.eval_n} val images",
            "cpu": cpu_info(), "torch_threads": torch.get_num_threads(), "flops_per_image": flops,
            "seconds": time.time() - t0, "train_seconds": log["train_seconds"], "steps": a.steps,
