@@ -97,6 +97,8 @@ def main(argv=None) -> int:
                     "clipwb/models/weights/index.json or of the cache), with a fresh warm-up and cosine")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the curriculum's)")
     ap.add_argument("--seed", type=int, default=None, help="initialisation and data order (default: 0)")
+    ap.add_argument("--world", default=None, help="WorldConfig overrides of the pretraining mixture as JSON, e.g. "
+                    "'{\"mix_sign\": 0.14}' (default: the shipped world)")
     ap.add_argument("--plain", action="store_true", help="the shipped tiny-vit, without the stem")
     ap.add_argument("--log", default=None, help="pretraining log written at every evaluation")
     ap.add_argument("--save-cache", default=None, help="with --plain: keep the weights in this cache dir")
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
     over = {"model_name": name, "steps": a.steps, "eval_every": a.eval_every, "eval_n": a.eval_n,
             "precision": a.precision, **({"n_images": a.n_images} if a.n_images else {}),
             **({"init": a.init} if a.init else {}), **({"lr": a.lr} if a.lr else {}),
-            **({"seed": a.seed} if a.seed is not None else {})}
+            **({"seed": a.seed} if a.seed is not None else {}),
+            **({"world": json.loads(a.world)} if a.world else {})}
     cfg = pretrain_config("full", **over)
     # image_flops counts in training mode: in eval mode the fused attention path hides a third of a ViT's work
     flops = {**({} if a.plain else {"tiny-vit+stem": image_flops(open_clip.create_model(name))}),
@@ -127,6 +130,7 @@ def main(argv=None) -> int:
         weights, (_, log) = None, pretrain(cfg, progress=True, log_path=a.log)
     stem = f"tiny-vit with a conv stem (3 stride-2 3x3 convs 32/64/128 + BN + ReLU, 1x1 to width) and {a.layers} blocks"
     what = f"tiny-vit continued from {a.init}" if a.init else "the shipped tiny-vit" if a.plain else stem
+    what += f" (world: {a.world})" if a.world else ""
     out = {"what": f"{what}, the shipped curriculum at {a.steps} steps; world zero-shot suite on {a.eval_n} val images",
            "cpu": cpu_info(), "torch_threads": torch.get_num_threads(), "flops_per_image": flops,
            "seconds": time.time() - t0, "train_seconds": log["train_seconds"], "steps": a.steps,
