@@ -23,8 +23,13 @@ PROFILES: dict[str, dict[str, dict]] = {
     # first 80 000 and 80 000 new ones), the curriculum's reading-first start again and a new data order: clean
     # 0.91 / word alone 0.80 (47 min); the conv tower reads by step 1 600 and keeps the shipped 2 400
     "pretrain_models": {
+        # the ViT's stage 2 (stage 1: the 8 000-step weights named by init): a fresh warm-up and cosine on twice the
+        # world images, with more signs (a class name written by an object, captioned by the word) and more
+        # unrelated words beside objects than stage 1's world (issue 27: reading damage up, presence damage down)
         "full": {"clipwb-tiny-vit": {"init": "3156dbda2691", "steps": 4500, "lr": 1e-3, "n_images": 160_000,
-                                     "seed": 1}},
+                                     "seed": 1, "world": {"mix_object": 0.16, "mix_object_other_text": 0.16,
+                                                          "mix_text": 0.20, "mix_portrait": 0.14,
+                                                          "mix_sign": 0.14}}},
         "quick": {},
     },
     "po": {

@@ -1,4 +1,5 @@
 """The side-by-side views of two image towers: notebook 00's world checks and notebook 07's defence table."""
+import numpy as np
 import pytest
 
 from clipwb.experiments.defences import DefenceRuns, merged_results, towers_table
@@ -98,3 +99,23 @@ def test_notebook_08_trains_the_po_methods_of_07s_tower_rows_by_default():
 
     nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "08_reading.ipynb").read_text())
     assert any("methods or tower_po_methods()" in "".join(c["source"]) for c in nb["cells"])
+
+
+def test_paired_world_checks_split_the_attack_into_presence_and_reading_damage():
+    """benchmarks/world_checks_paired.py: per image, presence damage = clean - control and reading damage = control -
+    attack, paired across the two models (hand-made correctness: B loses half the controls, A none)."""
+    from conftest import load_benchmark
+
+    mod = load_benchmark("world_checks_paired")
+    n = 200
+    half = np.arange(n) % 2 == 0
+    a = {"object": np.ones(n, bool), "object_other_text": np.ones(n, bool), "typographic": half}
+    b = {"object": np.ones(n, bool), "object_other_text": half, "typographic": half}
+    p = mod.paired_damages(a, b)
+    assert p["object"]["diff"] == 0.0 and p["typographic"]["diff"] == 0.0
+    assert p["object_other_text"]["diff"] == pytest.approx(0.5)
+    assert p["presence_damage"]["diff"] == pytest.approx(-0.5)  # A: text that names no class costs nothing
+    assert p["reading_damage"]["diff"] == pytest.approx(0.5)  # A: the class name costs it 0.5, B: nothing more
+    assert p["reading_damage"]["significant"] and p["reading_damage"]["ci"][0] > 0.3
+    with pytest.raises(ValueError, match="typographic"):
+        mod.paired_damages({k: v for k, v in a.items() if k != "typographic"}, b)
