@@ -17,11 +17,13 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     # per-model overrides of a pretraining profile, applied by pretrain_config when the model matches: the ViT
     # tower learns objects before words and reads only with more steps (measured, same curriculum, 1 024 test
-    # images: 2 400 steps clean 0.24 / word alone 0.13; 5 000 steps 0.57 / 0.24; 8 000 steps 0.81 / 0.41, 63 min
-    # fp32 on a 2-core Intel Xeon: stage 1, shipped as key 3156dbda2691 = {"steps": 8000}), then continued (stage 2,
-    # below: ``init``) with a fresh warm-up and cosine at lr 1e-3 for 4 500 steps on twice the world images (the
-    # first 80 000 and 80 000 new ones), the curriculum's reading-first start again and a new data order: clean
-    # 0.91 / word alone 0.80 (47 min); the conv tower reads by step 1 600 and keeps the shipped 2 400
+    # images: 2 400 steps clean 0.24 / word alone 0.13; 5 000 steps 0.57 / 0.24; 8 000 steps 0.81 / 0.41, 64 min
+    # fp32 on a 2-core Intel Xeon: stage 1, shipped as key 3156dbda2691), then continued (stage 2, below: ``init``)
+    # with a fresh warm-up and cosine at lr 1e-3 for 4 500 steps on twice the world images (the first 80 000 and
+    # 80 000 new ones), the curriculum's reading-first start again, a new data order and its own mixture: clean
+    # 0.91 / word alone 0.80 on 2 048 test images (44 min); the conv tower reads by step 1 600 and keeps the shipped
+    # 2 400. Stage 1 is this profile with init "", steps 8000, lr 1.5e-3, n_images 80 000, seed 0 and the world's
+    # default mixture (README)
     "pretrain_models": {
         # the ViT's stage 2 (stage 1: the 8 000-step weights named by init): a fresh warm-up and cosine on twice the
         # world images, with more signs (a class name written by an object, captioned by the word) and more
