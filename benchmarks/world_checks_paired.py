@@ -2,7 +2,8 @@
 new tiny-vit better than the one it replaces, check by check?).
 
 Both models see the same ``--n`` world test images of each kind (clean objects, the typographic attack, its control:
-the same objects with a word that names no class); per image and model, correct or not. The paired differences
+the same objects with a word that names no class): the zero-shot suite's own images, whose per-image predictions
+``world_suite`` keeps (cached); per image and model, correct or not. The paired differences
 (A - B) of clean, control and attack top-1, and of the two damages the world is built to show, per image:
 presence damage (clean - control: what text that names no class costs) and reading damage (control - attack: what
 reading a *class* name adds), each with a paired bootstrap interval over images (``evaluation.stats.paired_test``).
@@ -43,9 +44,16 @@ def paired_damages(a: dict, b: dict) -> dict:
     return out
 
 
+def per_image_correct(preds: dict) -> dict:
+    """Per-image correctness of each kind of ``KINDS`` from ``world_suite``'s predictions (the control and attack
+    images are the clean objects with a word written on them: one true class per index)."""
+    y = np.asarray(preds["true_clean"])
+    return {"object": np.asarray(preds["pred_clean"]) == y, "object_other_text": np.asarray(preds["pred_control"]) == y,
+            "typographic": np.asarray(preds["pred_typo"]) == y}
+
+
 def main(argv=None) -> int:
     from clipwb.evaluation.stats import wilson_ci
-    from clipwb.evaluation.zeroshot import zero_shot_logits
     from clipwb.experiments.zero_shot import world_checks, world_suite
     from clipwb.fileio import atomic_write_text
     from clipwb.models import load_model
@@ -67,14 +75,10 @@ def main(argv=None) -> int:
     if len(specs) != 2:
         raise SystemExit("give the two models different names")
     world = World(WorldConfig(seed=a.seed))
-    sets = {k: world.generate(a.n, "test", k) for k in KINDS}
-    y = sets["object"].labels("class_name", world.classes)
     suites, correct, top1 = {}, {}, {}
     for name, spec in specs.items():
-        lm = load_model(spec)
-        suites[name] = world_suite(lm, world, a.n, a.seed)[0]
-        correct[name] = {k: zero_shot_logits(lm.model, lm.tokenizer, s.images, world.classes).argmax(-1).cpu().numpy()
-                         == y for k, s in sets.items()}
+        suites[name], preds = world_suite(load_model(spec), world, a.n, a.seed)  # cached: the suite's own images
+        correct[name] = per_image_correct(preds)
         top1[name] = {k: {"top1": float(c.mean()), "ci": wilson_ci(int(c.sum()), a.n)} for k, c in correct[name].items()}
     (na, nb) = specs
     paired = paired_damages(correct[na], correct[nb])

@@ -86,7 +86,9 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "05_ot_alignment": {
         "quick": {"seeds": [0], "iters": [1], "eps": [1.0], "diffs": [-0.5, 0.5], "pretrain_steps": 6},
-        "full": {"seeds": [0, 1], "iters": [1, 3, 10], "eps": [0.2, 0.5, 1.0], "diffs": [-0.5, -0.25, 0.0, 0.25, 0.5],
+        # three seeds (two before the encoders trained in bf16 where native, issue 28: a two-seed t-interval, t = 12.7,
+        # let the precision change flip GCA-RINCE's clean verdict; the speed-up pays for the third seed)
+        "full": {"seeds": [0, 1, 2], "iters": [1, 3, 10], "eps": [0.2, 0.5, 1.0], "diffs": [-0.5, -0.25, 0.0, 0.25, 0.5],
                  "pretrain_steps": 300},
     },
     "06_mmcl_svd": {

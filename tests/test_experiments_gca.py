@@ -92,6 +92,23 @@ def test_config_errors_name_the_fix():
         G.gca_config("quick", task="clip", alpha=0.5)
     with pytest.raises(ConfigError, match="unknown option"):
         G.gca_config("quick", epoch=3)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        G.gca_config("quick", precision="fp16")
+
+
+def test_precision_is_recorded_forced_settings_take_effect_and_the_rng_is_untouched(data):
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    auto = G.gca_precision(G.gca_config("quick"))  # measures the encoder (or reads the cached choice)
+    assert torch.equal(torch.rand(3), want)  # the measurement does not move a seeded run's RNG
+    assert auto.name in ("fp32", "bf16") and (auto.name == "fp32" or auto.channels_last)
+    runs = {p: G.train_gca(G.gca_config("quick", precision=p, epochs=1), data, progress=False) for p in ("fp32", "bf16")}
+    assert runs["fp32"]["precision"] == {"name": "fp32", "reason": "set in the config", "channels_last": False}
+    assert runs["bf16"]["precision"]["name"] == "bf16" and runs["bf16"]["precision"]["channels_last"]
+    assert np.isfinite(runs["bf16"]["loss"]).all()
+    assert runs["bf16"]["loss"][0] != runs["fp32"]["loss"][0]  # bf16 autocast really ran the encoder
+    assert runs["bf16"]["loss"][0] == pytest.approx(runs["fp32"]["loss"][0], rel=0.05)  # ... on the same batch
 
 
 @pytest.mark.parametrize("task,method", [("simclr", "gca-uot"), ("clip", "gca-ince")])

@@ -119,3 +119,18 @@ def test_paired_world_checks_split_the_attack_into_presence_and_reading_damage()
     assert p["reading_damage"]["significant"] and p["reading_damage"]["ci"][0] > 0.3
     with pytest.raises(ValueError, match="typographic"):
         mod.paired_damages({k: v for k, v in a.items() if k != "typographic"}, b)
+
+
+def test_the_world_suite_keeps_per_image_predictions_of_clean_control_and_attack(tiny):
+    """world_checks_paired.py reads per-image correctness from the cached suite: its means are the suite's top-1s."""
+    from conftest import load_benchmark
+
+    from clipwb.experiments.zero_shot import world_suite
+    from clipwb.world import World, WorldConfig
+
+    metrics, preds = world_suite(tiny, World(WorldConfig(seed=0)), 48, 0)
+    c = load_benchmark("world_checks_paired").per_image_correct(preds)
+    assert all(len(v) == 48 for v in c.values())
+    assert c["object"].mean() == pytest.approx(metrics["zero_shot_clean_top1"])
+    assert c["object_other_text"].mean() == pytest.approx(metrics["zero_shot_control_top1"])
+    assert c["typographic"].mean() == pytest.approx(metrics["zero_shot_typo_top1"])

@@ -74,7 +74,8 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     class name), the same three for the note-style attack (zero_shot_note_top1, note_attack_success,
     zero_shot_note_control_top1: the word on a paper patch), text_read_top1 (a word alone, predicted as that word's class), gender_top1 and
     occupation_top1 (portraits, balanced cells), ``n`` and ``seconds``. With ``return_predictions`` also a second
-    dict of int arrays for confusion matrices: pred_clean, true_clean, pred_typo, written_typo.
+    dict of int arrays, per image: pred_clean, true_clean, pred_typo, written_typo and pred_control (the control
+    images are the clean objects with a non-class word: ``true_clean`` is their class too).
     """
     t0 = time.time()
     classes = world.classes
@@ -113,4 +114,5 @@ def world_zero_shot_suite(model, tokenizer, world, n: int = 1024, split: str = "
     if not return_predictions:
         return metrics
     return metrics, {"pred_clean": lc.argmax(-1).cpu().numpy(), "true_clean": np.asarray(y),
-                     "pred_typo": lt.argmax(-1).cpu().numpy(), "written_typo": np.asarray(yw)}
+                     "pred_typo": lt.argmax(-1).cpu().numpy(), "written_typo": np.asarray(yw),
+                     "pred_control": lk.argmax(-1).cpu().numpy()}

@@ -16,7 +16,8 @@ def world_suite(lm, world, n_eval: int, seed: int = 0, split: str = "test",
                 cache: bool = True) -> tuple[dict, dict]:
     """``evaluation.zeroshot.world_zero_shot_suite`` on ``n_eval`` images of each kind, plus the linear-probe
     ceiling on attacked images (``probe_ceiling_typo``: ``2 n_eval`` training and ``n_eval`` test images); returns
-    (metrics, predictions), the predictions int arrays for confusion matrices."""
+    (metrics, predictions), the predictions int arrays per image (``world_zero_shot_suite``'s: confusion matrices,
+    paired comparisons of two models on the same images)."""
     def run():
         metrics, preds = world_zero_shot_suite(lm.model, lm.tokenizer, world, n=n_eval, split=split,
                                                return_predictions=True)
@@ -24,7 +25,8 @@ def world_suite(lm, world, n_eval: int, seed: int = 0, split: str = "test",
                                                             seed=seed)
         return {"metrics": metrics, "predictions": {k: np.asarray(v).tolist() for k, v in preds.items()}}
 
-    key = [fingerprint(lm.model), dataclasses.asdict(world.config), n_eval, seed, split]
+    # "preds-2": the stored predictions include pred_control (suites stored before it are recomputed once)
+    key = [fingerprint(lm.model), dataclasses.asdict(world.config), n_eval, seed, split, "preds-2"]
     done = cached_json("world-suite", key, run, enabled=cache)
     return done["metrics"], {k: np.asarray(v) for k, v in done["predictions"].items()}
 
