@@ -103,7 +103,8 @@ def test_precision_is_recorded_forced_settings_take_effect_and_the_rng_is_untouc
     auto = G.gca_precision(G.gca_config("quick"))  # measures the encoder (or reads the cached choice)
     assert torch.equal(torch.rand(3), want)  # the measurement does not move a seeded run's RNG
     assert auto.name in ("fp32", "bf16") and (auto.name == "fp32" or auto.channels_last)
-    runs = {p: G.train_gca(G.gca_config("quick", precision=p, epochs=1), data, progress=False) for p in ("fp32", "bf16")}
+    runs = {p: G.train_gca(G.gca_config("quick", precision=p, epochs=1), data, progress=False)
+            for p in ("fp32", "bf16")}
     assert runs["fp32"]["precision"] == {"name": "fp32", "reason": "set in the config", "channels_last": False}
     assert runs["bf16"]["precision"]["name"] == "bf16" and runs["bf16"]["precision"]["channels_last"]
     assert np.isfinite(runs["bf16"]["loss"]).all()

@@ -347,8 +347,8 @@ def train_gca(cfg: GCAConfig, data: ObjectData | None = None, progress: bool = T
             step += 1
         log["epoch_seconds"].append(time.perf_counter() - t0)
         bar.set_postfix(loss=f"{np.mean(log['loss'][-steps_per_epoch:]):.3f}")
-    return {"config": dataclasses.asdict(cfg), "precision": prec.to_dict(), **evaluate_encoder(cfg, model, data, text if cfg.task == "clip"
-                                                                   else None), **log,
+    return {"config": dataclasses.asdict(cfg), "precision": prec.to_dict(),
+            **evaluate_encoder(cfg, model, data, text if cfg.task == "clip" else None), **log,
             "epoch_seconds_mean": float(np.mean(log["epoch_seconds"])),
             "epoch_seconds_median": float(np.median(log["epoch_seconds"]))}
 
