@@ -96,13 +96,15 @@ def test_config_errors_name_the_fix():
         G.gca_config("quick", precision="fp16")
 
 
-def test_precision_is_recorded_forced_settings_take_effect_and_the_rng_is_untouched(data):
+def test_precision_is_the_machines_choice_recorded_and_part_of_the_cache_key(data, tmp_path, monkeypatch):
+    from clipwb.precision import resolve_precision
+
     torch.manual_seed(5)
     want = torch.rand(3)
     torch.manual_seed(5)
-    auto = G.gca_precision(G.gca_config("quick"))  # measures the encoder (or reads the cached choice)
-    assert torch.equal(torch.rand(3), want)  # the measurement does not move a seeded run's RNG
-    assert auto.name in ("fp32", "bf16") and (auto.name == "fp32" or auto.channels_last)
+    auto = G.gca_precision(G.gca_config("quick"))  # the machine's conv-tower choice (measured once, cached)
+    assert torch.equal(torch.rand(3), want)  # resolving it does not move a seeded run's RNG
+    assert auto == resolve_precision("auto", "cpu")
     runs = {p: G.train_gca(G.gca_config("quick", precision=p, epochs=1), data, progress=False)
             for p in ("fp32", "bf16")}
     assert runs["fp32"]["precision"] == {"name": "fp32", "reason": "set in the config", "channels_last": False}
@@ -110,6 +112,15 @@ def test_precision_is_recorded_forced_settings_take_effect_and_the_rng_is_untouc
     assert np.isfinite(runs["bf16"]["loss"]).all()
     assert runs["bf16"]["loss"][0] != runs["fp32"]["loss"][0]  # bf16 autocast really ran the encoder
     assert runs["bf16"]["loss"][0] == pytest.approx(runs["fp32"]["loss"][0], rel=0.05)  # ... on the same batch
+    # "auto" runs are cached under what they resolved to: a run in another precision is never read back
+    cfg = G.gca_config("quick", epochs=1)
+    got = {}
+    for p in ("fp32", "bf16", "fp32"):
+        monkeypatch.setenv("CLIPWB_PRECISION", p)
+        got.setdefault(p, []).append(G.run_cached(cfg, data, tmp_path, progress=False))
+    assert len(list((tmp_path / "runs").glob("gca-*.json"))) == 2
+    assert got["fp32"][0]["loss"] == got["fp32"][1]["loss"] == runs["fp32"]["loss"]
+    assert got["bf16"][0]["precision"]["name"] == "bf16" and got["bf16"][0]["loss"] == runs["bf16"]["loss"]
 
 
 @pytest.mark.parametrize("task,method", [("simclr", "gca-uot"), ("clip", "gca-ince")])

@@ -11,14 +11,17 @@ caption (a derangement of that share). The linear probe fits scikit-learn's logi
 backbone features (before the projection head, as in SimCLR) of un-augmented training images.
 
 Each run is a pure function of its GCAConfig (seeded data subset, initialisation, augmentations, order) and of the
-precision its machine resolves ``precision="auto"`` to; results are cached as JSON by config hash (the cache is
-per machine, as for the PO runs), so a re-run of the notebook resumes where it stopped.
+precision ``precision="auto"`` resolves to on its machine; results are cached as JSON by the hash of both, so a
+re-run of the notebook resumes where it stopped and a run computed in another precision is never read back.
 
-Precision (``clipwb.precision``, issue 28): the image encoder trains in channels-last memory layout and, on CPUs with
-native bf16, under bf16 autocast, where this machine measures them faster on the encoder itself; the loss (Sinkhorn
-included), the caption encoder, the optimiser state and every evaluation stay in fp32. Measured on the 2-core Xeon
-(native bf16), one SimCLR step at batch 128, one thread: fp32 133 ms, fp32 channels-last 102 ms, bf16 71 ms.
-``precision="fp32"`` gives the contiguous fp32 runs of before.
+Precision (``clipwb.precision``, issue 28): ``auto`` is the machine's choice for conv towers (its micro-benchmark of a
+small conv tower, cached in ``precision.json``): bf16 autocast + channels-last on CPUs with native bf16, where that
+tower runs 2.6x faster, else fp32 (channels-last where measured faster). The encoder's own per-model measurement is
+not used: at its size (6-9 ms a batch of 16) it is noise, and it chose fp32 channels-last in one run and bf16 in
+another on the same Xeon. The loss (Sinkhorn included), the caption encoder, the optimiser state and every
+evaluation stay fp32. Measured on the 2-core Xeon (native bf16), one SimCLR step at batch 128, one thread, side by
+side: fp32 133 ms, fp32 channels-last 102 ms, bf16 71 ms. ``precision="fp32"`` gives the contiguous fp32 runs of
+before.
 """
 from __future__ import annotations
 
@@ -187,9 +190,8 @@ class SmallConvNet(nn.Module):
     """Four conv-BN-ReLU stages (stride 2 from the second), global average pooling: a ResNet-free small backbone
     for 32 px images; ``features`` (4 width) feed the linear probe, ``head`` (an MLP) the contrastive loss."""
 
-    def __init__(self, width: int = 32, embed_dim: int = 64, image_size: int = 32):
+    def __init__(self, width: int = 32, embed_dim: int = 64):
         super().__init__()
-        self.image_size = image_size  # the input side the precision micro-benchmark times it at
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         layers = []
         for i in range(4):
@@ -271,13 +273,16 @@ def _encode(fn, x, bs=512):
 
 # -- training ---------------------------------------------------------------------------------------------------
 def gca_precision(cfg: GCAConfig):
-    """The precision ``cfg``'s image encoder trains in on this machine (``precision.resolve_precision`` on the CPU,
-    measured on the encoder itself where bf16 is native; the choice is cached in the clipwb cache)."""
+    """The precision ``cfg``'s image encoder trains in on this machine: ``precision.resolve_precision`` on the CPU,
+    the machine's conv-tower choice (measured once, cached in the clipwb cache; see the module docstring)."""
     from ..precision import resolve_precision
 
-    with torch.random.fork_rng(devices=[]):  # building the probe net must not move the caller's seeded RNG
-        net = SmallConvNet(cfg.width, cfg.embed_dim, cfg.image_size)
-    return resolve_precision(cfg.precision, "cpu", model=net)
+    return resolve_precision(cfg.precision, "cpu")
+
+
+def _precision_key(cfg: GCAConfig) -> dict:
+    p = gca_precision(cfg)
+    return {"precision": p.name, "channels_last": p.channels_last}
 
 
 def _noisy_partner(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -304,7 +309,7 @@ def train_gca(cfg: GCAConfig, data: ObjectData | None = None, progress: bool = T
     x, y, d = data.x_train[:cfg.n_train], data.y_train[:cfg.n_train], data.d_train[:cfg.n_train]
     groups = torch.from_numpy(d if cfg.group == "domain" else y)
     partner = torch.from_numpy(_noisy_partner(cfg.n_train, cfg.noise_share, rng))
-    model = SmallConvNet(cfg.width, cfg.embed_dim, cfg.image_size)
+    model = SmallConvNet(cfg.width, cfg.embed_dim)
     prec = gca_precision(cfg)
     layout = torch.channels_last if prec.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -381,8 +386,9 @@ def evaluate_encoder(cfg: GCAConfig, model: SmallConvNet, data: ObjectData, text
 # -- grids with a per-run cache ---------------------------------------------------------------------------------
 def run_cached(cfg: GCAConfig, data: ObjectData, cache_dir: str | Path | None, progress: bool = True) -> dict:
     """``train_gca`` through the run cache (``clipwb.cache``, under ``cache_dir``; None: no cache), keyed by
-    the config (which fixes the data too)."""
-    return cached_json("gca", [cfg], lambda: train_gca(cfg, data, progress), cache_dir, enabled=cache_dir is not None)
+    the config (which fixes the data too) and the precision it resolves to here."""
+    return cached_json("gca", [cfg, _precision_key(cfg)], lambda: train_gca(cfg, data, progress), cache_dir,
+                       enabled=cache_dir is not None)
 
 
 SUMMARY_KEYS = ("linear_probe_top1", "domain_probe_top1", "zero_shot_top1", "alignment", "uniformity",
@@ -411,7 +417,7 @@ def method_grid(base: GCAConfig, data: ObjectData, methods=METHODS, noise_shares
 def _runs(cfgs: list[GCAConfig], data: ObjectData, cache_dir, progress: bool, desc: str) -> list[dict]:
     from ..parallel import pmap
 
-    for c in {(c.width, c.embed_dim, c.image_size, c.precision): c for c in cfgs}.values():
+    for c in {c.precision: c for c in cfgs}.values():
         gca_precision(c)  # measured once here (cached), before the worker processes fork
 
     return pmap(lambda c: run_cached(c, data, cache_dir, progress=False), cfgs, progress=progress, desc=desc)
