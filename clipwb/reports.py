@@ -282,9 +282,12 @@ def estimate_seconds(history: list[dict], names: list[str], profile: str, state:
     as recorded; else on another machine, scaled by the ratio of this machine's ``calibration`` to that run's
     (``calibration_seconds``); else, uncalibrated, as recorded there. Returns {"seconds": total of the known,
     "per_notebook", "basis": per notebook "this machine" | "scaled from M (x r)" | "as on M (uncalibrated)",
-    "unknown": notebooks no run has timed}."""
+    "unknown": notebooks no run has timed}. For a warm cache, whole runs (main jobs) come before subsets: a
+    ``--only`` run from a warm cache usually follows a change and recomputes its notebook, so it times a cold one."""
     per, basis, unknown = {}, {}, []
     runs = [r for r in reversed(history) if r.get("profile") == profile and r.get("cache", {}).get("state") == state]
+    if state == "warm":  # stable: newest first within each group; runs recorded before "whole" existed were main jobs
+        runs.sort(key=lambda r: not r.get("whole", True))
     for name in names:
         own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
         other = next((r for r in runs if name in r["notebooks"] and r.get("calibration_s") and calibration), None)

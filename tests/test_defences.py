@@ -1,5 +1,6 @@
 """The defences of notebook 07: PAINT interpolation, Defense-Prefix, the forget-to-spell projection, attention-head
 ablation, the selection rule and the side-by-side driver."""
+import dataclasses
 import json
 
 import numpy as np
@@ -378,3 +379,31 @@ def test_pareto_draws_a_curve_through_its_tested_strengths_only_and_says_so(tmp_
     assert list(paint.get_xdata()) == [0.9, 0.88] and paint.get_linestyle() == ":"
     assert lines["steering curve"].get_linestyle() == "-" and len(lines["steering curve"].get_xdata()) == 2
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_po_run_keys_carry_the_precision_the_trainer_resolves(tiny, quick_sets, tmp_path, monkeypatch):
+    """precision="auto" is a per-machine, per-model choice: a PO run (and PAINT, which starts from its weights) is
+    cached under what it resolved to, so a run trained in bf16 is never read back for one that would train in fp32
+    (CLIPWB_PRECISION stands in for another machine's choice); an explicit precision keys the same as its
+    resolution."""
+    from clipwb.experiments import defences as D
+    from clipwb.precision import resolve_precision
+
+    monkeypatch.setenv("CLIPWB_CACHE", str(tmp_path / "cache"))
+    classes, sets = quick_sets
+    ctx = D.DefenceContext(tiny, classes, sets, "embedded", {"batch_size": 16, "epochs": 1},
+                           setting=D.DefenceSetting(alphas=(0.5,), select_n=32), progress=False)
+    cfg = ctx.method_config("dpo")
+    assert cfg.precision == "auto"
+    keys, paint = {}, {}
+    for p in ("fp32", "bf16"):
+        monkeypatch.setenv("CLIPWB_PRECISION", p)
+        assert resolve_precision(cfg.precision, cfg.device, model=tiny.model).name == p
+        keys[p], paint[p] = ctx.keys.run(cfg), D.Paint("dpo").key(ctx)
+        assert keys[p][1] == {"precision": p, "channels_last": p == "bf16"}
+        assert ctx.keys.config(cfg) == keys[p][:2] and paint[p][:2] == keys[p][:2]
+    assert keys["fp32"] != keys["bf16"] and paint["fp32"] != paint["bf16"]
+    assert keys["fp32"][2:] == keys["bf16"][2:] == ctx.keys.base  # the same model and data either way
+    monkeypatch.delenv("CLIPWB_PRECISION")
+    explicit = ctx.keys.config(dataclasses.replace(cfg, precision="fp32"))
+    assert explicit[1] == keys["fp32"][1] and explicit[0]["precision"] == "fp32"

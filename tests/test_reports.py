@@ -139,6 +139,16 @@ def test_the_time_estimate_reads_this_machines_runs_and_scales_anothers():
     assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(549.0)
     warm = estimate_seconds(runs, ["00_a", "01_b"], "full", "warm", "Intel", calibration=0.1)
     assert warm["seconds"] == 12.0
+    # a newer `--only` run from a warm cache that recomputed 01_b (after a change) does not set the warm estimate
+    # while a whole warm run times it; from a cold cache every run counts, the newest first
+    later = [{"profile": "full", "whole": False, "cache": {"state": "warm"}, "machine": "Intel",
+              "calibration_s": 0.1, "notebooks": {"01_b": 640.0}},
+             {"profile": "full", "whole": False, "cache": {"state": "cold"}, "machine": "Intel",
+              "calibration_s": 0.1, "notebooks": {"00_a": 45.0}}]
+    warm = estimate_seconds(runs + later, ["00_a", "01_b", "02_c"], "full", "warm", "Intel", calibration=0.1)
+    assert warm["per_notebook"] == {"00_a": 5.0, "01_b": 7.0} and warm["unknown"] == ["02_c"]
+    assert estimate_seconds(runs[2:3] + later, ["01_b"], "full", "warm", "Intel", 0.1)["seconds"] == 640.0
+    assert estimate_seconds(runs + later, ["00_a"], "full", "cold", "Intel", 0.1)["seconds"] == 45.0
     assert estimate_seconds([], ["00_a"], "full", "cold", "Intel", 0.1) == {
         "seconds": 0.0, "per_notebook": {}, "basis": {}, "unknown": ["00_a"]}
 

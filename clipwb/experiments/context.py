@@ -14,20 +14,30 @@ from pathlib import Path
 from ..cache import cached_json, cached_tensors, fingerprint
 from ..evaluation.stats import pack_correct, unpack_correct
 from ..evaluation.typographic import po_eval
+from ..precision import resolve_precision
 from ..training.po_trainer import POConfig, po_config, result_key, train_po
 
 
 class RunKeys:
-    """What determines a PO run's results: its config, the model's weights, the classes and every array of the
-    sets (training pairs and held-out sets); the two content hashes are computed once. The cache dir is per
-    machine, so ``precision="auto"`` means the machine's own choice there."""
+    """What determines a PO run's results: its config and the precision it resolves to here, the model's weights,
+    the classes and every array of the sets (training pairs and held-out sets); the two content hashes are
+    computed once."""
 
     def __init__(self, lm, classes, sets: dict):
+        self.model = lm.model
         # the validation split chooses strengths and trains nothing: PO runs do not depend on it
         self.base = [fingerprint(lm.model), list(classes), fingerprint({k: v for k, v in sets.items() if k != "val"})]
 
+    def config(self, cfg: POConfig) -> list:
+        """The config part of a run's key: ``result_key(cfg)`` and the precision the trainer resolves it to for
+        this model on this machine (``precision="auto"`` is a per-machine, per-model measured choice, and
+        ``CLIPWB_PRECISION`` overrides it: a cache shared between machines, or a changed choice, must not hand a
+        run trained in bf16 to one that would train in fp32)."""
+        p = resolve_precision(cfg.precision, cfg.device, model=self.model)
+        return [result_key(cfg), {"precision": p.name, "channels_last": p.channels_last}]
+
     def run(self, cfg: POConfig) -> list:
-        return [result_key(cfg), *self.base]
+        return [*self.config(cfg), *self.base]
 
     def reference(self, templates) -> list:
         return [list(templates), *self.base]

@@ -39,7 +39,7 @@ from ..evaluation.typographic import against, classifier_eval
 from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..losses.po import po_methods
-from ..training.po_trainer import result_key, set_trainable
+from ..training.po_trainer import set_trainable
 from .context import RunContext
 from .po import best_po_method, paired_verdicts
 
@@ -342,7 +342,7 @@ class Paint(Defence):
 
     def key(self, ctx):
         s = ctx.setting
-        return [result_key(ctx.method_config(self.method)), list(s.alphas), s.select_n, s.seed, s.clean_tolerance,
+        return [*ctx.keys.config(ctx.method_config(self.method)), list(s.alphas), s.select_n, s.seed, s.clean_tolerance,
                 "test: chosen alpha"]
 
     def fit(self, ctx, seed=None):
