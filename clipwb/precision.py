@@ -56,6 +56,11 @@ class Precision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def cache_key(self) -> dict:
+        """What a result computed in this precision is cached under (the reason is left out: it does not change a
+        number)."""
+        return {"precision": self.name, "channels_last": self.channels_last}
+
 
 def check_precision(setting: str) -> str:
     if setting not in PRECISIONS:

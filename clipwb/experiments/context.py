@@ -33,8 +33,7 @@ class RunKeys:
         this model on this machine (``precision="auto"`` is a per-machine, per-model measured choice, and
         ``CLIPWB_PRECISION`` overrides it: a cache shared between machines, or a changed choice, must not hand a
         run trained in bf16 to one that would train in fp32)."""
-        p = resolve_precision(cfg.precision, cfg.device, model=self.model)
-        return [result_key(cfg), {"precision": p.name, "channels_last": p.channels_last}]
+        return [result_key(cfg), resolve_precision(cfg.precision, cfg.device, model=self.model).cache_key()]
 
     def run(self, cfg: POConfig) -> list:
         return [*self.config(cfg), *self.base]

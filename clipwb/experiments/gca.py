@@ -280,11 +280,6 @@ def gca_precision(cfg: GCAConfig):
     return resolve_precision(cfg.precision, "cpu")
 
 
-def _precision_key(cfg: GCAConfig) -> dict:
-    p = gca_precision(cfg)
-    return {"precision": p.name, "channels_last": p.channels_last}
-
-
 def _noisy_partner(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
     """partner[i] = i except on a seeded share of indices, which are deranged among themselves."""
     partner = np.arange(n)
@@ -387,7 +382,7 @@ def evaluate_encoder(cfg: GCAConfig, model: SmallConvNet, data: ObjectData, text
 def run_cached(cfg: GCAConfig, data: ObjectData, cache_dir: str | Path | None, progress: bool = True) -> dict:
     """``train_gca`` through the run cache (``clipwb.cache``, under ``cache_dir``; None: no cache), keyed by
     the config (which fixes the data too) and the precision it resolves to here."""
-    return cached_json("gca", [cfg, _precision_key(cfg)], lambda: train_gca(cfg, data, progress), cache_dir,
+    return cached_json("gca", [cfg, gca_precision(cfg).cache_key()], lambda: train_gca(cfg, data, progress), cache_dir,
                        enabled=cache_dir is not None)
 
 
