@@ -145,6 +145,7 @@ def _train_po(args) -> int:
     import torch
 
     from .data.sets import AttackSetsConfig, attack_arrays
+    from .evaluation.classifier import memo_classifier
     from .evaluation.typographic import po_eval
     from .fileio import cache_dir
     from .models import load_model
@@ -179,8 +180,9 @@ def _train_po(args) -> int:
         out = {"method": cfg.method, "steps": res.steps, "train_seconds": round(res.train_seconds, 2),
                "final_loss": res.log[-1]["loss"], "out": args.out, "skipped_corrupt": len(skipped)}
         if not args.no_eval:
-            out["raw"] = po_eval(res.model, lm.tokenizer, classes, data, lm.model, cfg.templates)
-            out["avg"] = po_eval(res.avg_model, lm.tokenizer, classes, data, lm.model, cfg.templates)
+            ref = memo_classifier(lm.model, lm.tokenizer, classes, cfg.templates)  # its features: once for both
+            out["raw"] = po_eval(res.model, lm.tokenizer, classes, data, ref, cfg.templates)
+            out["avg"] = po_eval(res.avg_model, lm.tokenizer, classes, data, ref, cfg.templates)
         print(json.dumps(out))
     if distributed:
         torch.distributed.destroy_process_group()

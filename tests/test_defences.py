@@ -214,6 +214,35 @@ def test_classifier_eval_of_a_model_is_po_eval(tiny, pairs):
     assert classifier_eval(clf, sets, clf)["kl_drift"] == 0.0
 
 
+def test_an_evaluation_against_a_memoised_reference_encodes_each_array_once(tiny, pairs):
+    """po_eval against ``memo_classifier`` (what RunContext passes) gives the numbers of po_eval against the model,
+    and the evaluated model's clean images go through its tower once (top-1 and KL drift share the features), the
+    reference's once for any number of evaluations."""
+    import copy
+
+    from clipwb.evaluation.classifier import memo_classifier
+
+    sets = {"test": {k: pairs[k] for k in ("clean", "typo", "true", "written")}}
+    other = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        other.visual.attnpool.c_proj.weight.mul_(1.1)  # a different model: a nonzero KL drift
+    ref = memo_classifier(tiny.model, tiny.tokenizer, CLASSES)
+    calls = []
+    ref_encode = ref.encode
+    ref.encode = lambda x: calls.append(("ref", id(x))) or ref_encode(x)
+    plain = po_eval(other, tiny.tokenizer, CLASSES, sets, tiny.model)
+    assert plain["kl_drift"] > 0
+    assert po_eval(other, tiny.tokenizer, CLASSES, sets, ref) == plain
+    assert po_eval(other, tiny.tokenizer, CLASSES, sets, ref) == plain
+    assert len(calls) == 2 and len(ref_encode._memo) == 1  # asked twice, encoded once
+    seen = []
+    clf = model_classifier(other, tiny.tokenizer, CLASSES)
+    enc = clf.encode
+    clf.encode = lambda x: seen.append(id(x)) or enc(x)
+    classifier_eval(clf, sets, ref)
+    assert seen.count(id(sets["test"]["clean"])) == 1 and len(seen) == 2  # clean once, typographic once
+
+
 @pytest.fixture(scope="module")
 def quick_sets(tiny, tmp_path_factory):
     from clipwb.data.sets import AttackSetsConfig, attack_arrays

@@ -307,3 +307,41 @@ def test_a_compiled_step_trains_as_the_eager_step(tiny, small):
     assert "compile" not in result_key(_cfg()) and result_key(_cfg(compile="on"))["compile"] == "on"
     with pytest.raises(ValueError, match="compile must be"):
         _cfg(compile="yes")
+
+
+def test_a_chunked_forward_gives_the_loss_and_gradient_of_one_pass(tiny, small):
+    """forward_chunk: the image tower sees the batch in chunks, the loss the whole batch (one backward): the same
+    features and gradients as one pass, up to float rounding; the same first loss in the trainer; "auto" chunks a
+    transformer tower on CPU only, and "auto" is no part of the result cache key."""
+    import open_clip
+
+    from clipwb.training.po_trainer import result_key
+    from clipwb.training.trainable import Policy, forward_chunk
+
+    classes, data = small
+    vit = open_clip.create_model("clipwb-tiny-vit").eval()
+    x = torch.randn(10, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for chunk in (0, 4):
+        pol = Policy(vit, "image", 32, chunk=chunk)
+        vit.zero_grad(set_to_none=True)
+        img, _ = pol(x)
+        (img.square().sum() + img[:, 0].sum()).backward()
+        grads.append((img.detach(), {n: p.grad.clone() for n, p in vit.visual.named_parameters()}))
+    (f0, g0), (f1, g1) = grads
+    torch.testing.assert_close(f1, f0, rtol=1e-5, atol=1e-5)
+    assert g0.keys() == g1.keys()
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5, msg=n)
+
+    one = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(forward_chunk=0), progress=False)
+    chunked = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(forward_chunk=5), progress=False)
+    assert chunked.log[0]["loss"] == pytest.approx(one.log[0]["loss"], rel=1e-5)
+    assert chunked.steps == one.steps
+
+    assert forward_chunk("auto", vit, "cpu") == 128 and forward_chunk("auto", vit, "cuda") == 0
+    assert forward_chunk("auto", tiny.model, "cpu") == 0 and forward_chunk(32, tiny.model, "cpu") == 32
+    assert "forward_chunk" not in result_key(_cfg()) and result_key(_cfg(forward_chunk=64))["forward_chunk"] == 64
+    for bad in (-1, "yes", 1.5, True):
+        with pytest.raises(ValueError, match="forward_chunk must be"):
+            _cfg(forward_chunk=bad)

@@ -27,7 +27,11 @@ class ZeroShotClassifier:
 
     def log_probs(self, images: np.ndarray) -> torch.Tensor:
         """(n, C) log pi(c|x) at the classifier's own logit scale."""
-        return torch.log_softmax(self.scale * self.cosines(images), dim=-1)
+        return self.log_probs_of(self.cosines(images))
+
+    def log_probs_of(self, cosines: torch.Tensor) -> torch.Tensor:
+        """``log_probs`` from cosines already computed (``cosines``)."""
+        return torch.log_softmax(self.scale * cosines, dim=-1)
 
 
 def model_classifier(model, tokenizer, classes, templates=OBJECT_TEMPLATES) -> ZeroShotClassifier:
@@ -37,3 +41,24 @@ def model_classifier(model, tokenizer, classes, templates=OBJECT_TEMPLATES) -> Z
         scale = model.logit_scale.exp().float()
     return ZeroShotClassifier(lambda x: encode_images(model, x), class_text_features(model, tokenizer, classes,
                                                                                      templates), scale)
+
+
+class MemoFeatures:
+    """A model's normalised image features of every array it is asked for, computed once per array (the
+    pretrained model's features, read by every evaluation against it and by defences that keep its image tower)."""
+
+    def __init__(self, model):
+        self.model, self._memo = model, {}
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        key = (id(images), images.shape)
+        if key not in self._memo:
+            self._memo[key] = (images, encode_images(self.model, images))  # keep the array alive: ids stay unique
+        return self._memo[key][1]
+
+
+def memo_classifier(model, tokenizer, classes, templates=OBJECT_TEMPLATES) -> ZeroShotClassifier:
+    """``model_classifier`` whose image features are computed once per array (``MemoFeatures``): for a model that
+    does not change, such as the pretrained reference of every PO evaluation."""
+    base = model_classifier(model, tokenizer, classes, templates)
+    return ZeroShotClassifier(MemoFeatures(model), base.text, base.scale)

@@ -40,8 +40,11 @@ FAMILIES = {"test": "", "test_heldout": "_heldout", "test_note": "_note", "test_
 def po_eval(model, tokenizer, classes, sets: dict, ref_model=None, templates=OBJECT_TEMPLATES,
             return_correct: bool = False):
     """The PO evaluation of one model on the standard held-out sets (arrays as from ``TypographicDataset.arrays``):
-    ``classifier_eval`` of the model's zero-shot classifier, against the reference model's."""
-    ref = model_classifier(ref_model, tokenizer, classes, templates) if ref_model is not None else None
+    ``classifier_eval`` of the model's zero-shot classifier, against the reference model's (``ref_model``: a model,
+    or its ``ZeroShotClassifier``, e.g. ``classifier.memo_classifier``'s, whose features are then reused)."""
+    ref = ref_model
+    if ref_model is not None and not isinstance(ref_model, ZeroShotClassifier):
+        ref = model_classifier(ref_model, tokenizer, classes, templates)
     return classifier_eval(model_classifier(model, tokenizer, classes, templates), sets, ref, return_correct)
 
 
@@ -59,7 +62,8 @@ def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier
     from .stats import top1_ci
 
     te = sets["test"]
-    correct, attack = {"clean": _correct(clf.cosines(te["clean"]), te["true"])}, {}
+    clean_cos = clf.cosines(te["clean"])  # once: top-1 and the KL drift read the same features
+    correct, attack = {"clean": _correct(clean_cos, te["true"])}, {}
     for name, sfx in FAMILIES.items():
         if name not in sets:
             continue
@@ -79,7 +83,7 @@ def classifier_eval(clf: ZeroShotClassifier, sets: dict, ref: ZeroShotClassifier
             sfx = key[len("typo"):]
             out[f"attack_success{sfx}"] = attack[f"attack_success{sfx}"]
     if ref is not None:
-        out["kl_drift"] = float(kl_ref_policy(ref.log_probs(te["clean"]), clf.log_probs(te["clean"])))
+        out["kl_drift"] = float(kl_ref_policy(ref.log_probs(te["clean"]), clf.log_probs_of(clean_cos)))
     return (out, correct) if return_correct else out
 
 

@@ -12,8 +12,9 @@ import dataclasses
 from pathlib import Path
 
 from ..cache import cached_json, cached_tensors, fingerprint
+from ..evaluation.classifier import memo_classifier
 from ..evaluation.stats import pack_correct, unpack_correct
-from ..evaluation.typographic import po_eval
+from ..evaluation.typographic import classifier_eval, po_eval
 from ..precision import resolve_precision
 from ..training.po_trainer import POConfig, po_config, result_key, train_po
 
@@ -57,6 +58,10 @@ class RunContext:
         self.keys = RunKeys(lm, self.classes, sets)
         self.base_cfg = po_config(profile, **self.overrides)
         self.templates = self.base_cfg.templates
+        # the pretrained model's zero-shot classifier, its image features computed once per array: the reference
+        # side of every evaluation (KL drift) and the features of defences that keep its image tower
+        self.base = memo_classifier(lm.model, lm.tokenizer, self.classes, self.templates)
+        self.feats = self.base.encode
         self._reference: dict | None = None
         self._runs: dict[tuple[str, int], dict] = {}
 
@@ -75,8 +80,7 @@ class RunContext:
             lm = self.lm
 
             def run():
-                m, c = po_eval(lm.model, lm.tokenizer, self.classes, self.sets, lm.model, self.templates,
-                               return_correct=True)
+                m, c = classifier_eval(self.base, self.sets, self.base, return_correct=True)
                 return {"metrics": m, "correct": pack_correct(c)}
 
             self._reference = cached_json("po-reference", self.keys.reference(self.templates), run,
@@ -92,6 +96,11 @@ class RunContext:
     def reference_correct(self) -> dict:
         """The pretrained model's per-image correctness ({"clean", "typo", ...: bool array}) on the held-out sets."""
         return unpack_correct(self._reference_entry()["correct"])
+
+    def reference_for(self, cfg: POConfig):
+        """What a PO run of ``cfg`` is evaluated against: the memoised pretrained classifier ``base`` where the run
+        uses this context's prompt templates, else the pretrained model itself (its classifier is built anew)."""
+        return self.base if list(cfg.templates) == list(self.templates) else self.lm.model
 
     def cached(self, kind: str, key, compute) -> dict:
         """``cache.cached_json`` under ``kind`` and ``key`` plus this context's model, data and templates."""
@@ -113,8 +122,8 @@ class RunContext:
                 cached_tensors("po-weights-raw", self.keys.run(cfg), res.model.state_dict, enabled=self.cache)
                 out = {"results": {}, "correct": {}, "log": res.log, "train_seconds": res.train_seconds}
                 for kind, model in (("raw", res.model), ("avg", res.avg_model)):
-                    m, c = po_eval(model, lm.tokenizer, self.classes, self.sets, lm.model, cfg.templates,
-                                   return_correct=True)
+                    m, c = po_eval(model, lm.tokenizer, self.classes, self.sets, self.reference_for(cfg),
+                                   cfg.templates, return_correct=True)
                     out["results"][kind], out["correct"][kind] = m, pack_correct(c)
                 return out
 

@@ -66,20 +66,6 @@ class DefenceRuns:
         return {d: {k: r.get(k) for k in KEYS} for d, r in self.results.items()}
 
 
-class _Features:
-    """The pretrained model's normalised image features of every array it is asked for, computed once per call
-    (defences that keep the image tower reuse them)."""
-
-    def __init__(self, model):
-        self.model, self._memo = model, {}
-
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        key = (id(images), images.shape)
-        if key not in self._memo:
-            self._memo[key] = (images, encode_images(self.model, images))  # keep the array alive: ids stay unique
-        return self._memo[key][1]
-
-
 def _selection(sets: dict, n: int, seed: int) -> tuple[dict, str]:
     """A seeded subset of ``n`` pairs on which strengths are chosen and heads are scored, and its split: the
     validation split where the sets have one (images disjoint from training and test), else the training pairs
@@ -126,9 +112,6 @@ class DefenceContext(RunContext):
                  cache: bool = True):
         super().__init__(lm, classes, sets, profile, overrides, per_method, progress=progress, cache=cache)
         self.setting = setting
-        self.feats = _Features(lm.model)
-        base = model_classifier(lm.model, lm.tokenizer, self.classes, self.templates)
-        self.base = ZeroShotClassifier(self.feats, base.text, base.scale)
         self.sel, self.selection_split = _selection(sets, setting.select_n, setting.seed)
         self.selection_key = [self.selection_split, fingerprint(self.sel)]
         self.floor = _train_scores(self.base, self.sel)["clean_top1"] - setting.clean_tolerance

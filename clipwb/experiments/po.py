@@ -153,7 +153,7 @@ def sweep(lm, classes, sets: dict, param: str, values, profile: str = "embedded"
         def run(cfg=cfg):
             res = train_po(lm.model, lm.tokenizer, classes, sets["train"], cfg, progress=progress, save=False)
             model = res.avg_model if weights == "avg" else res.model
-            return {"metrics": po_eval(model, lm.tokenizer, classes, sets, lm.model, cfg.templates),
+            return {"metrics": po_eval(model, lm.tokenizer, classes, sets, ctx.reference_for(cfg), cfg.templates),
                     "train_seconds": res.train_seconds}
 
         done = cached_json(f"po-sweep-{weights}", ctx.keys.run(cfg), run, enabled=cache)

@@ -51,6 +51,11 @@ class POConfig:
     # "auto": bf16 autocast + channels-last where measured faster (CUDA; CPUs with native bf16), else fp32;
     # "bf16" / "fp32" force it (clipwb.precision)
     precision: str = "auto"
+    # images per forward pass of the image tower within a step (the loss and its one backward pass still see the
+    # whole batch, so the gradient is the same up to float rounding): "auto" = 128 for transformer towers on CPU
+    # (a 512-image batch in one pass runs ~10-30 % slower there: attention and MLP activations outgrow the caches;
+    # ``benchmarks/po_forward_chunk.py``), the whole batch otherwise; an int n: chunks of n; 0: the whole batch
+    forward_chunk: int | str = "auto"
 
     def __post_init__(self):
         if self.method not in po_methods():
@@ -80,6 +85,11 @@ class POConfig:
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         object.__setattr__(self, "report_to", check_report_to(self.report_to))
+        if not (self.forward_chunk == "auto" or (isinstance(self.forward_chunk, int)
+                                                  and not isinstance(self.forward_chunk, bool)
+                                                  and self.forward_chunk >= 0)):
+            raise ValueError(f"forward_chunk must be 'auto' or an int >= 0 (0: the whole batch in one pass), got "
+                             f"{self.forward_chunk!r}")
         if self.kto_z0 not in KTO_Z0:
             raise ValueError(f"kto_z0 must be one of {list(KTO_Z0)}, got {self.kto_z0!r}")
 
@@ -96,7 +106,7 @@ def po_config(profile: str = "reference", **overrides) -> POConfig:
 
 
 # POConfig fields that do not change the weights (a resume may change them)
-_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to", "compile")
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to", "compile", "forward_chunk")
 
 
 def data_fingerprint(data: dict) -> str:
@@ -122,8 +132,9 @@ def result_key(cfg: POConfig) -> dict:
     """The config as a result cache key: every field that can change a number (``RESULT_NEUTRAL`` left out, so
     that caches written before those options existed stay valid)."""
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESULT_NEUTRAL}
-    if d["compile"] == "auto":  # resolved per device, and the cache is per machine: as before the option existed
-        del d["compile"]
+    for k in ("compile", "forward_chunk"):  # resolved per device (the cache is per machine): as before they existed
+        if d[k] == "auto":
+            del d[k]
     return d
 
 

@@ -57,19 +57,33 @@ def fold_linear_head(model: nn.Module, W: torch.Tensor) -> nn.Module:
     return model
 
 
+def forward_chunk(setting, model: nn.Module, device) -> int:
+    """Images per forward pass of the image tower (``POConfig.forward_chunk``; 0 = the whole batch): "auto" is 128
+    for a transformer tower on CPU, where whole 512-image batches outgrow the caches, else 0."""
+    if setting != "auto":
+        return int(setting)
+    is_vit = hasattr(getattr(model, "visual", None), "transformer")
+    return 128 if is_vit and torch.device(device).type == "cpu" else 0
+
+
 class Policy(nn.Module):
     """What one step differentiates: image features (through the tower, or a head on cached features) and, when
     the text tower trains, the class features."""
 
-    def __init__(self, model: nn.Module, mode: str, dim: int):
+    def __init__(self, model: nn.Module, mode: str, dim: int, chunk: int = 0):
         super().__init__()
-        self.model, self.mode = model, mode
+        self.model, self.mode, self.chunk = model, mode, chunk
         self.head = nn.Linear(dim, dim, bias=False) if mode == "linear_head" else None
         if self.head is not None:
             nn.init.eye_(self.head.weight)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor | None = None):
-        img = self.head(images) if self.head is not None else self.model.visual(images)
+        if self.head is not None:
+            img = self.head(images)
+        elif self.chunk and len(images) > self.chunk:  # one graph over the chunks: one backward, the same loss
+            img = torch.cat([self.model.visual(images[i:i + self.chunk]) for i in range(0, len(images), self.chunk)])
+        else:
+            img = self.model.visual(images)
         txt = self.model.encode_text(tokens) if tokens is not None else None
         return img, txt
 
@@ -89,7 +103,8 @@ class Trainable:
                 p.requires_grad_(False)
             self.cached_typo = image_features(ref, data["typo"], 512, setup.device, setup.prec)
             self.cached_clean = image_features(ref, data["clean"], 512, setup.device, setup.prec) if need_clean else None
-        self.policy = Policy(policy_model, cfg.train, dim).to(setup.device)
+        self.policy = Policy(policy_model, cfg.train, dim, forward_chunk(cfg.forward_chunk, policy_model,
+                                                                        setup.device)).to(setup.device)
         self.names = [nm for nm, p in self.policy.named_parameters() if p.requires_grad]
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
 
