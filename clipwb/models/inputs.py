@@ -42,9 +42,23 @@ def images_to_tensor(images: np.ndarray, model) -> torch.Tensor:
     return (x - m) / s
 
 
+def is_transformer_tower(model) -> bool:
+    """Whether the model's image tower is a transformer (open_clip's VisionTransformer), not a conv tower."""
+    return hasattr(getattr(model, "visual", None), "transformer")
+
+
+def eval_batch(model) -> int:
+    """Images per forward pass when encoding for evaluation: 128 for a transformer tower on CPU (1.3-1.5x faster
+    than 256 there on 2 cores: its activations at 256 outgrow the caches; measured on a 2-core AMD EPYC), else
+    256. Per-image features do not depend on it beyond float rounding."""
+    return 128 if is_transformer_tower(model) and model_device(model).type == "cpu" else 256
+
+
 @torch.no_grad()
-def encode_images(model, images, batch_size: int = 256) -> torch.Tensor:
-    """Normalised image features for uint8 arrays (n, H, W, 3) or preprocessed tensors (n, 3, S, S)."""
+def encode_images(model, images, batch_size: int | None = None) -> torch.Tensor:
+    """Normalised image features for uint8 arrays (n, H, W, 3) or preprocessed tensors (n, 3, S, S), in batches
+    of ``batch_size`` images (None: ``eval_batch(model)``)."""
+    batch_size = batch_size or eval_batch(model)
     was_training = model.training
     model.eval()
     out = []

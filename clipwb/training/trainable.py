@@ -7,7 +7,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..models.inputs import images_to_tensor
+from ..models.inputs import images_to_tensor, is_transformer_tower
 from .reference import image_features
 from .averaging import BMA
 from .distributed import Setup
@@ -62,8 +62,7 @@ def forward_chunk(setting, model: nn.Module, device) -> int:
     for a transformer tower on CPU, where whole 512-image batches outgrow the caches, else 0."""
     if setting != "auto":
         return int(setting)
-    is_vit = hasattr(getattr(model, "visual", None), "transformer")
-    return 128 if is_vit and torch.device(device).type == "cpu" else 0
+    return 128 if is_transformer_tower(model) and torch.device(device).type == "cpu" else 0
 
 
 class Policy(nn.Module):
