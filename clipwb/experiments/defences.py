@@ -36,7 +36,6 @@ from ..cache import fingerprint
 from ..evaluation.classifier import ZeroShotClassifier, model_classifier
 from ..evaluation.stats import aggregate_seeds, pack_correct, unpack_correct
 from ..evaluation.typographic import against, classifier_eval
-from ..models.inputs import encode_images
 from ..steering.linear import LinearMapConfig, StrengthFamily, steer, train_linear_map
 from ..losses.po import po_methods
 from ..training.po_trainer import set_trainable
