@@ -189,6 +189,32 @@ def test_greedy_ablation_stops_at_or_skips_a_rejected_head(tmp_path):
     assert [h.name for h in keep.heads] == names[::-1] and keep.scores is scores
 
 
+def test_greedy_ablation_keeps_only_heads_that_raise_typographic_top1(tmp_path):
+    """Dyslexify's keep rule: a head is kept only if typographic top-1 on the checking images rises by min_gain;
+    after more than ``patience`` heads in a row that do not, the search ends."""
+    lm = _random_vit(tmp_path)
+    w = World(image_size=32)
+    b, c = w.generate(16, "val", "typographic"), w.generate(16, "val", "object")
+    text = class_text_features(lm.model, lm.tokenizer, w.classes)
+    y = c.labels("class_name", w.classes)
+    args = (lm.model, text, b.images, b.labels("class_name", w.classes), b.labels("text", w.classes), c.images, y)
+    names = [h.name for h in H.attention_heads(lm.model)]
+    scores = {n: float(i + 1) for i, n in enumerate(names)}
+    with pytest.raises(ValueError, match="typo_val"):
+        H.greedy_ablation(*args, scores=scores, min_gain=0.001)
+    # no head can raise top-1 by 2: none kept, and the search ends after patience + 1 misses
+    none = H.greedy_ablation(*args, tolerance=2.0, scores=scores, typo_val=b.images, min_gain=2.0, patience=2)
+    assert none.heads == [] and [r["no_gain"] for r in none.log[1:]] == names[::-1][:3]
+    # any change counts as a gain (min_gain -2): every head kept in score order, each row's typo top-1 measured
+    every = H.greedy_ablation(*args, tolerance=2.0, scores=scores, typo_val=b.images, min_gain=-2.0)
+    assert [h.name for h in every.heads] == names[::-1]
+    byname = {h.name: h for h in H.attention_heads(lm.model)}
+    last = every.log[-1]
+    assert last["typo_top1"] == H._clean_top1(H.ablate(lm.model, [byname[n] for n in names[::-1]]), text,
+                                                b.images, y)
+    assert every.log[0]["typo_top1"] == H._clean_top1(lm.model, text, b.images, y)
+
+
 def test_head_effects_measures_each_head_alone(tmp_path):
     lm = _random_vit(tmp_path)
     w = World(image_size=32)

@@ -170,3 +170,47 @@ def test_the_shipped_tiny_vit_loads_and_runs_on_the_command_line():
         assert main(["eval", "--model", "tiny-vit", "--attack", "typographic", "--n", "32", "--no-progress"]) == 0
     out = _json.loads(buf.getvalue().strip().splitlines()[-1])
     assert out["n"] == 32 and 0 <= out["top1"] <= 1 and 0 <= out["attack_success"] <= 1
+
+
+def test_head_ranking_scores_every_vit_head_and_none_for_the_conv_tower(vit, tiny):
+    from clipwb.evaluation.reading import read_vit
+    from clipwb.experiments.reading import _reading_split, head_ranking
+    from clipwb.world import World
+
+    w = World(seed=0)
+    rank = head_ranking(vit, w, n=12, cache=False)
+    heads = attention_heads(vit)
+    assert list(rank) == [h.name for h in heads] and all(0.0 <= v <= 1.0 for v in rank.values())
+    # the score of layer l, head h is that head's mean class-token attention mass on the text box's patches
+    val = _reading_split(w, 12, "val")
+    att = read_vit(vit, val["images"])["attention"]
+    mask = box_patch_mask(val["boxes"], 64, vit_grid(vit))
+    expect = typographic_attention_score(att, mask)
+    layer, head = 3, 5
+    assert rank[f"transformer.resblocks.{layer}.attn#{head}"] == pytest.approx(float(expect[layer, head]))
+    assert head_ranking(tiny.model, w, n=4, cache=False) is None
+
+
+def test_head_ablation_tries_heads_in_the_given_ranking(tmp_path):
+    """compare_defences(head_scores=): the greedy search tries the heads in the given order, and the ranking is part
+    of the cache key (another ranking is another result)."""
+    import open_clip
+
+    from clipwb.data.sets import AttackSetsConfig, attack_arrays
+    from clipwb.experiments.defences import compare_defences
+    from clipwb.world import World
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+           "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    save_model(open_clip.CLIP(**cfg), tmp_path / "vit", "clipwb-test-vit", model_cfg=cfg)
+    lm = load_model(f"local-dir:{tmp_path / 'vit'}", "cpu")
+    classes, sets, _ = attack_arrays("world", world=World(image_size=32), n_train=8, n_test=8, n_val=16,
+                                     cfg=AttackSetsConfig(k=1, seed=0), root=tmp_path / "sets")
+    names = [h.name for h in attention_heads(lm.model)]
+    kw = dict(only=["zero_shot", "head_ablation"], select_n=16, progress=False, clean_tolerance=1.0)
+    for order in (names, names[::-1]):
+        scores = {n: float(len(order) - i) for i, n in enumerate(order)}
+        det = compare_defences(lm, classes, sets, head_scores=scores, **kw).details["head_ablation"]
+        tried = [r.get("added") or r.get("no_gain") or r.get("rejected") for r in det["log"][1:]]
+        assert tried == order[:len(tried)] and tried and det["ranking"] == "given" and det["scores"] == scores

@@ -98,6 +98,10 @@ class DefenceSetting:
     clean_tolerance: float = 0.01
     seed: int = 0
     seeds: tuple = (None,)
+    # head ablation's ranking of the heads, (name, score) pairs, highest first tried: e.g. the typographic attention
+    # score on box-annotated validation images (``experiments.reading.head_ranking``), as Dyslexify ranks them; empty:
+    # each head's ablation effect on the written-word margin (``defences.heads.score_heads``: any data, any tower)
+    head_scores: tuple = ()
 
 
 class DefenceContext(RunContext):
@@ -194,16 +198,20 @@ def defence_names() -> tuple[str, ...]:
 def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrides: dict | None = None,
                      per_method: dict | None = None, alphas=(0.25, 0.5, 0.75), ts=(0.5, 1.0, 1.5, 2.0),
                      select_n: int = 1024, clean_tolerance: float = 0.01, seed: int = 0, only=None,
-                     progress: bool = True, cache: bool = True, seeds=None) -> DefenceRuns:
+                     progress: bool = True, cache: bool = True, seeds=None,
+                     head_scores: dict | None = None) -> DefenceRuns:
     """Run every registered defence (or those named in ``only``) from ``lm`` on ``sets`` (``train`` pairs, ``val``
     for the selection, held-out ``test``, ``test_heldout``, ``test_note``) and evaluate them alike; those that
-    train once per training seed of ``seeds`` (None: the PO profile's seed). See the module docstring."""
+    train once per training seed of ``seeds`` (None: the PO profile's seed). ``head_scores``: head ablation's
+    ranking (head name -> score; None: the heads' effect on the written-word margin, ``DefenceSetting``). See the
+    module docstring."""
     registry = defences()
     only = list(registry) if only is None else list(only)
     unknown = [d for d in only if d not in registry]
     if unknown:
         raise ValueError(f"unknown defences {unknown}; choose from {list(registry)}")
-    setting = DefenceSetting(tuple(alphas), tuple(ts), select_n, clean_tolerance, seed, tuple(seeds or (None,)))
+    setting = DefenceSetting(tuple(alphas), tuple(ts), select_n, clean_tolerance, seed, tuple(seeds or (None,)),
+                             _ranking(head_scores))
     ctx = DefenceContext(lm, classes, sets, profile, overrides, per_method, setting, progress, cache)
     out = DefenceRuns(seeds=tuple(ctx.training_seed(s) for s in setting.seeds))
     for name in (n for n in registry if n in only):
@@ -396,21 +404,41 @@ class Projection(Defence):
                           details={"config": dataclasses.asdict(jcfg), "final_step": res.log[-1]})
 
 
-def _greedy_on_selection(ctx, **kw):
-    """``greedy_ablation`` on the comparison's protocol: heads scored on the first half of the selection pairs'
-    attacked images, the clean tolerance checked on the other half's clean images."""
+# Dyslexify's keep rule (their greedy_selection.py): a head is kept only if it raises typographic top-1 by at least
+# this much over the heads kept so far; the search ends after more than HEAD_PATIENCE heads in a row that do not
+HEAD_MIN_GAIN, HEAD_PATIENCE = 0.001, 10
+
+
+def _ranking(head_scores: dict | None) -> tuple:
+    """A head ranking as ``DefenceSetting.head_scores``: (name, score) pairs, highest first (ties by name)."""
+    return tuple(sorted(((str(k), float(v)) for k, v in (head_scores or {}).items()), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _greedy_on_selection(ctx, dyslexify: bool = True, **kw):
+    """``greedy_ablation`` on the comparison's protocol: heads ranked by ``ctx.setting.head_scores`` (or scored on
+    the first half of the selection pairs' attacked images by their effect on the written-word margin), the clean
+    tolerance checked on the other half's clean images and, with ``dyslexify``, Dyslexify's keep rule on that half's
+    attacked images (``HEAD_MIN_GAIN``, ``HEAD_PATIENCE``)."""
     sel, half = ctx.sel, len(ctx.sel["true"]) // 2
+    if ctx.setting.head_scores and "scores" not in kw:
+        kw["scores"] = dict(ctx.setting.head_scores)
+    if dyslexify:
+        kw.update(typo_val=sel["typo"][half:], min_gain=HEAD_MIN_GAIN, patience=HEAD_PATIENCE)
     return greedy_ablation(ctx.lm.model, ctx.base.text, sel["typo"][:half], sel["true"][:half], sel["written"][:half],
                            sel["clean"][half:], sel["true"][half:], tolerance=ctx.setting.clean_tolerance, **kw)
 
 
 class HeadAblation(Defence):
-    """Training-free attention-head ablation, heads scored on half the selection pairs, checked on the other."""
+    """Training-free attention-head ablation by Dyslexify's greedy selection: heads tried in the order of the
+    setting's ranking (or of their effect on the written-word margin on half the selection pairs), each kept if it
+    raises typographic top-1 on the other half and clean top-1 there stays within the tolerance; the search stops at
+    the first head that would break the tolerance."""
     name = "head_ablation"
 
     def key(self, ctx):
         s = ctx.setting
-        return [s.select_n, s.seed, s.clean_tolerance]
+        return [s.select_n, s.seed, s.clean_tolerance, "dyslexify keep rule", HEAD_MIN_GAIN, HEAD_PATIENCE,
+                [list(kv) for kv in s.head_scores]]
 
     def fit(self, ctx, seed=None):
         lm = ctx.lm
@@ -418,7 +446,8 @@ class HeadAblation(Defence):
         clf = model_classifier(ablate(lm.model, res.heads), lm.tokenizer, ctx.classes, ctx.templates)
         return DefenceFit(clf, trainable=0, seconds=res.seconds,
                           details={"heads": [h.name for h in res.heads], "scores": res.scores, "log": res.log,
-                                   "selected_on": ctx.selection_split})
+                                   "selected_on": ctx.selection_split,
+                                   "ranking": "given" if ctx.setting.head_scores else "margin effect"})
 
 
 class Steering(Defence):
@@ -490,8 +519,8 @@ def ablation_diagnosis(lm, classes, sets: dict, scores: dict, select_n: int = 10
 
     - ``effects``: the ``n_heads`` top-scored heads, each ablated alone on the half of the selection split that
       checks the clean tolerance: clean cost and typographic gain (``defences.heads.head_effects``);
-    - ``skip``: the greedy search that passes over a rejected head instead of stopping (``skip_rejected``), its
-      heads, and their classifier on the held-out sets (``metrics``) against zero-shot (``verdicts``: paired
+    - ``skip``: the greedy search (the same ranking and keep rule) that passes over a head rejected for its clean
+      cost instead of stopping (``skip_rejected``), its heads, and their classifier on the held-out sets (``metrics``) against zero-shot (``verdicts``: paired
       differences on the test images). Cached by model, data, scores and protocol."""
     setting = DefenceSetting(select_n=select_n, clean_tolerance=clean_tolerance, seed=seed)
     ctx = DefenceContext(lm, classes, sets, "embedded", None, None, setting, progress=progress, cache=cache)
@@ -511,7 +540,7 @@ def ablation_diagnosis(lm, classes, sets: dict, scores: dict, select_n: int = 10
                          "verdicts": verdicts}}
 
     return ctx.cached("head-diagnosis", [sorted(scores.items()), n_heads, clean_tolerance, seed, select_n,
-                                         ctx.selection_key], run)
+                                         ctx.selection_key, "dyslexify keep rule", HEAD_MIN_GAIN, HEAD_PATIENCE], run)
 
 
 def flat_metrics(runs: DefenceRuns) -> dict:

@@ -5,7 +5,9 @@ and test splits with their object label, written-word label and text box; ``read
 ViT over them (``evaluation.reading.read_vit``) and returns per layer the linear-probe top-1 of the class token for
 the object and for the written word (probes fitted on val, scored on test, with Wilson intervals), and per head the
 typographic attention score on test, stored in the run cache under the model's fingerprint and the data's.
-``attention_examples`` gives the class-token attention maps of a few images for chosen heads."""
+``attention_examples`` gives the class-token attention maps of a few images for chosen heads; ``head_ranking`` the
+typographic attention score of every head on attacked validation images, the order in which Dyslexify's greedy
+selection (notebook 07's ``head_ablation``) tries the heads."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +21,38 @@ from ..evaluation.stats import wilson_ci
 def reading_sets(world, n_val: int, n_test: int, kind: str = "typographic") -> dict:
     """{val, test}: attacked world images (``kind``) with ``images``, ``label`` (object), ``written`` (the written
     class) and ``boxes`` (x, y, w, h of the text in pixels); the val images fit the probes, the test images score."""
-    out = {}
-    for split, n in (("val", n_val), ("test", n_test)):
-        b = world.generate(n, split, kind, progress=False)
-        out[split] = {"images": b.images, "label": np.array(b.column("label")),
-                      "written": np.array(b.column("written_label")),
-                      "boxes": np.array([[r["text_x"], r["text_y"], r["text_w"], r["text_h"]] for r in b.records])}
-    return out
+    return {split: _reading_split(world, n, split, kind) for split, n in (("val", n_val), ("test", n_test))}
+
+
+def _reading_split(world, n: int, split: str, kind: str = "typographic") -> dict:
+    b = world.generate(n, split, kind, progress=False)
+    return {"images": b.images, "label": np.array(b.column("label")), "written": np.array(b.column("written_label")),
+            "boxes": np.array([[r["text_x"], r["text_y"], r["text_w"], r["text_h"]] for r in b.records])}
+
+
+def head_ranking(model, world, n: int = 1024, cache: bool = True) -> dict | None:
+    """{head name (``defences.heads.attention_heads``): typographic attention score} of a ViT image tower on ``n``
+    attacked images of the world's validation split (the score Dyslexify ranks heads by: the class token's attention
+    mass on the text's patches), for ``compare_defences(head_scores=)``; None for a tower that is not a ViT (the conv
+    tower's attention pooling has no class token; head ablation then ranks by the margin effect). Cached by the
+    model's weights and the images."""
+    from ..defences.heads import attention_heads
+    from ..evaluation.reading import is_vit
+
+    if not is_vit(model):
+        return None
+    val = _reading_split(world, n, "val")
+
+    def run():
+        att = read_vit(model, val["images"])["attention"]
+        score = typographic_attention_score(att, box_patch_mask(val["boxes"], val["images"].shape[1], vit_grid(model)))
+        heads = attention_heads(model)
+        if len(heads) != score.size:
+            raise ValueError(f"{len(heads)} attention heads but {score.size} attention scores: the tower has attention "
+                             f"modules outside its transformer blocks")
+        return {h.name: float(v) for h, v in zip(heads, score.reshape(-1))}
+
+    return cached_json("head-ranking", [fingerprint(model), fingerprint(val)], run, enabled=cache)
 
 
 def _probe_rows(val_states, test_states, val, test, key) -> dict:
