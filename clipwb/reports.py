@@ -251,8 +251,8 @@ def _machine_line() -> str:
 def calibration_seconds() -> float | None:
     """This machine's speed on a fixed small workload: the seconds of one forward + backward of a conv net shaped
     like the tiny CLIP's image tower in the precision ``auto`` chooses here (``precision.measure_cpu_variants``,
-    cached per machine in precision.json). A new machine's time estimate scales another machine's recorded
-    seconds by the ratio of the two. None on a GPU (there, only the GPU's own history estimates)."""
+    cached per machine in precision.json), recorded with every run in runs.json. Not used to scale estimates across
+    machines any more (``estimate_seconds``: across CPU vendors it misled). None on a GPU."""
     import torch
 
     from .precision import measured_cpu_variants, resolve_precision
@@ -275,33 +275,42 @@ def read_runs(out_dir: str | Path) -> list[dict]:
     return [r for r in runs if isinstance(r, dict) and isinstance(r.get("notebooks"), dict)]
 
 
-def estimate_seconds(history: list[dict], names: list[str], profile: str, state: str, machine: str,
-                     calibration: float | None) -> dict:
+def estimate_seconds(history: list[dict], names: list[str], profile: str, state: str, machine: str) -> dict:
     """The expected seconds of running notebooks ``names`` from a cache in ``state`` (cold / warm), per notebook
     from the newest recorded run (``runs.json`` rows) of the same profile and cache state: on this ``machine``
-    as recorded; else on another machine, scaled by the ratio of this machine's ``calibration`` to that run's
-    (``calibration_seconds``); else, uncalibrated, as recorded there. Returns {"seconds": total of the known,
-    "per_notebook", "basis": per notebook "this machine" | "scaled from M (x r)" | "as on M (uncalibrated)",
-    "unknown": notebooks no run has timed}. For a warm cache, whole runs (main jobs) come before subsets: a
-    ``--only`` run from a warm cache usually follows a change and recomputes its notebook, so it times a cold one."""
+    as recorded; else as recorded on another machine, unscaled (the job then rescales the rest by its own first
+    notebooks, ``remaining_seconds``). Scaling by the machines' ``calibration_s`` (one conv net's forward and
+    backward) was dropped: replayed over the recorded whole cold runs of an Intel Xeon and an AMD EPYC
+    (``benchmarks/estimate_replay.py``) it erred by 30-162 % where the unscaled estimate erred by 18-51 % and the
+    estimate after the first notebook by 2-7 %. Returns {"seconds": total of the known, "per_notebook", "basis": per
+    notebook "this machine" | "as on M", "unknown": notebooks no run has timed}. For a warm cache, whole runs (main
+    jobs) come before subsets: a ``--only`` run from a warm cache usually follows a change and recomputes its
+    notebook, so it times a cold one."""
     per, basis, unknown = {}, {}, []
     runs = [r for r in reversed(history) if r.get("profile") == profile and r.get("cache", {}).get("state") == state]
     if state == "warm":  # stable: newest first within each group; runs recorded before "whole" existed were main jobs
         runs.sort(key=lambda r: not r.get("whole", True))
     for name in names:
         own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
-        other = next((r for r in runs if name in r["notebooks"] and r.get("calibration_s") and calibration), None)
         any_run = next((r for r in runs if name in r["notebooks"]), None)
         if own:
             per[name], basis[name] = own["notebooks"][name], "this machine"
-        elif other:
-            ratio = calibration / other["calibration_s"]
-            per[name], basis[name] = other["notebooks"][name] * ratio, f"scaled from {other['machine']} (x {ratio:.2f})"
         elif any_run:
-            per[name], basis[name] = any_run["notebooks"][name], f"as on {any_run['machine']} (uncalibrated)"
+            per[name], basis[name] = any_run["notebooks"][name], f"as on {any_run['machine']}"
         else:
             unknown.append(name)
     return {"seconds": float(sum(per.values())), "per_notebook": per, "basis": basis, "unknown": unknown}
+
+
+def remaining_seconds(per_notebook: dict, left: list[str], done: dict) -> tuple[float, float]:
+    """(seconds still expected for the notebooks ``left``, the factor applied): their estimates
+    (``per_notebook``, as ``estimate_seconds`` gives them) scaled by how the finished notebooks compared with theirs,
+    sum of the seconds taken / sum of the seconds estimated over the notebooks of ``done`` (name -> seconds taken)
+    that had an estimate; 1 before any has finished. The job's own first notebooks thus calibrate the rest: another
+    machine's history, or this machine on a slower day (``benchmarks/estimate_replay.py`` measures how well)."""
+    timed = [n for n in done if per_notebook.get(n)]
+    factor = (sum(done[n] for n in timed) / sum(per_notebook[n] for n in timed)) if timed else 1.0
+    return factor * sum(per_notebook.get(n, 0) for n in left), factor
 
 
 def _fmt_minutes(seconds: float) -> str:
@@ -312,13 +321,14 @@ def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device:
     """The main job's opening lines: profile, device, cache state and the time estimate (this report folder's
     runs.json, else the repository's reports/runs.json), on stderr; returns the estimate."""
     history = read_runs(out_dir) or read_runs(REPO_ROOT / "reports")
-    calib = calibration_seconds() if device == "cpu" else None
-    est = estimate_seconds(history, names, profile, cache["state"], _machine_line(), calib)
+    est = estimate_seconds(history, names, profile, cache["state"], _machine_line())
     bases = sorted(set(est["basis"].values()))
     line = (f"[clipwb report] {len(names)} notebook(s), profile {profile}, on {_machine_line()} ({device}), cache "
             f"{cache['state']}: ")
     if est["per_notebook"]:
         line += f"about {_fmt_minutes(est['seconds'])} expected ({'; '.join(bases)})"
+        if any(b != "this machine" for b in bases):
+            line += ", rescaled after each notebook by how this machine compares"
         if est["unknown"]:
             line += f", plus {', '.join(est['unknown'])} (never timed {'warm' if cache['state'] == 'warm' else 'cold'})"
     else:
@@ -326,7 +336,7 @@ def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device:
     if cache["state"] == "warm":
         # "warm" only says that the cache holds runs, not whose: a notebook whose runs are missing (new settings,
         # another model) takes its cold time, so the cold estimate is the upper end
-        cold = estimate_seconds(history, names, profile, "cold", _machine_line(), calib)
+        cold = estimate_seconds(history, names, profile, "cold", _machine_line())
         if cold["seconds"] > max(2 * est["seconds"], est["seconds"] + 60):
             line += (f"; up to {_fmt_minutes(cold['seconds'])} where the cache lacks their runs (cold: "
                      f"{'; '.join(sorted(set(cold['basis'].values())))})")
@@ -397,12 +407,17 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     results, t0 = [], time.time()
     bar = tqdm(nbs, desc="main job", unit="notebook", disable=not progress, position=0)
     for nb in bar:
-        left = sum(est["per_notebook"].get(n.stem, 0) for n in nbs[len(results):])
+        left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
+                                         {r.name: r.seconds for r in results})
         bar.set_postfix_str(f"{nb.stem}" + (f", ~{_fmt_minutes(left)} left" if left else ""))
         print(f"\n[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
         res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
         results.append(res)
-        print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s", file=sys.stderr, flush=True)
+        left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
+                                         {r.name: r.seconds for r in results})
+        print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s"
+              + (f"; ~{_fmt_minutes(left)} left (the estimates x {factor:.2f}, from the notebooks done so far)"
+                 if left else ""), file=sys.stderr, flush=True)
     bar.close()
     timings = {r.name: r.seconds for r in results}
     record_run(out_dir, profile, timings, cache, whole=only is None,

@@ -118,7 +118,7 @@ def test_the_summary_shows_a_metric_with_its_interval(tmp_path):
     assert "| kto_typo_top1 | 0.781 [0.752, 0.808] |" in text and "| kto_typo_top1_std | 0.012 |" in text
 
 
-def test_the_time_estimate_reads_this_machines_runs_and_scales_anothers():
+def test_the_time_estimate_reads_this_machines_runs_else_anothers_unscaled():
     from clipwb.reports import estimate_seconds
 
     runs = [
@@ -131,13 +131,13 @@ def test_the_time_estimate_reads_this_machines_runs_and_scales_anothers():
         {"profile": "quick", "cache": {"state": "cold"}, "machine": "Intel", "notebooks": {"01_b": 3.0}},
         {"profile": "full", "cache": {"state": "cold"}, "machine": "GPU", "notebooks": {"03_d": 9.0}},
     ]
-    est = estimate_seconds(runs, ["00_a", "01_b", "03_d", "04_e"], "full", "cold", "Intel", calibration=0.1)
+    est = estimate_seconds(runs, ["00_a", "01_b", "03_d", "04_e"], "full", "cold", "Intel")
     assert est["per_notebook"]["00_a"] == 40.0 and est["basis"]["00_a"] == "this machine"
-    assert est["per_notebook"]["01_b"] == pytest.approx(500.0)  # AMD's 1000 s at half this machine's step time
-    assert est["basis"]["01_b"] == "scaled from AMD (x 0.50)"
-    assert est["per_notebook"]["03_d"] == 9.0 and "uncalibrated" in est["basis"]["03_d"]
-    assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(549.0)
-    warm = estimate_seconds(runs, ["00_a", "01_b"], "full", "warm", "Intel", calibration=0.1)
+    # another machine's seconds as recorded, whatever its calibration_s (the job rescales them as it goes)
+    assert est["per_notebook"]["01_b"] == 1000.0 and est["basis"]["01_b"] == "as on AMD"
+    assert est["per_notebook"]["03_d"] == 9.0 and est["basis"]["03_d"] == "as on GPU"
+    assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(1049.0)
+    warm = estimate_seconds(runs, ["00_a", "01_b"], "full", "warm", "Intel")
     assert warm["seconds"] == 12.0
     # a newer `--only` run from a warm cache that recomputed 01_b (after a change) does not set the warm estimate
     # while a whole warm run times it; from a cold cache every run counts, the newest first
@@ -145,11 +145,11 @@ def test_the_time_estimate_reads_this_machines_runs_and_scales_anothers():
               "calibration_s": 0.1, "notebooks": {"01_b": 640.0}},
              {"profile": "full", "whole": False, "cache": {"state": "cold"}, "machine": "Intel",
               "calibration_s": 0.1, "notebooks": {"00_a": 45.0}}]
-    warm = estimate_seconds(runs + later, ["00_a", "01_b", "02_c"], "full", "warm", "Intel", calibration=0.1)
+    warm = estimate_seconds(runs + later, ["00_a", "01_b", "02_c"], "full", "warm", "Intel")
     assert warm["per_notebook"] == {"00_a": 5.0, "01_b": 7.0} and warm["unknown"] == ["02_c"]
-    assert estimate_seconds(runs[2:3] + later, ["01_b"], "full", "warm", "Intel", 0.1)["seconds"] == 640.0
-    assert estimate_seconds(runs + later, ["00_a"], "full", "cold", "Intel", 0.1)["seconds"] == 45.0
-    assert estimate_seconds([], ["00_a"], "full", "cold", "Intel", 0.1) == {
+    assert estimate_seconds(runs[2:3] + later, ["01_b"], "full", "warm", "Intel")["seconds"] == 640.0
+    assert estimate_seconds(runs + later, ["00_a"], "full", "cold", "Intel")["seconds"] == 45.0
+    assert estimate_seconds([], ["00_a"], "full", "cold", "Intel") == {
         "seconds": 0.0, "per_notebook": {}, "basis": {}, "unknown": ["00_a"]}
 
 
@@ -166,10 +166,44 @@ def test_the_main_job_announces_its_estimate_and_where_the_reports_are(tmp_path,
          "notebooks": {"00_first": 120.0}, "seconds": 120.0, "finished": "x"}]}))
     run_reports(out, "quick", nb_dir=nbs, progress=False)
     err = capsys.readouterr().err
-    assert "1 notebook(s), profile quick" in err and "about 4 min expected (scaled from elsewhere (x 2.00))" in err
+    assert "1 notebook(s), profile quick" in err and "about 2 min expected (as on elsewhere)" in err
+    assert "rescaled after each notebook" in err
     assert f"reports in {out}" in err
     last = json.loads((out / "runs.json").read_text())["runs"][-1]
     assert last["calibration_s"] == 0.1 and last["profile"] == "quick"
+
+
+def test_the_remaining_time_is_rescaled_by_the_notebooks_done():
+    """remaining_seconds: the estimates of the notebooks left, times (seconds taken / seconds estimated) over the
+    finished notebooks that had an estimate; 1 before any finished; a finished notebook without one is ignored."""
+    from clipwb.reports import remaining_seconds
+
+    per = {"00_a": 100.0, "01_b": 1000.0, "02_c": 50.0}
+    assert remaining_seconds(per, ["00_a", "01_b", "02_c"], {}) == (1150.0, 1.0)
+    left, factor = remaining_seconds(per, ["01_b", "02_c", "03_d"], {"00_a": 130.0})
+    assert factor == pytest.approx(1.3) and left == pytest.approx(1.3 * 1050.0)
+    left, factor = remaining_seconds(per, ["02_c"], {"00_a": 130.0, "01_b": 900.0, "09_new": 5.0})
+    assert factor == pytest.approx(1030.0 / 1100.0) and left == pytest.approx(50.0 * 1030.0 / 1100.0)
+
+
+def test_the_estimate_replay_benchmark_scores_each_estimate(tmp_path, capsys):
+    """benchmarks/estimate_replay.py on a made-up runs.json: two machines, each estimated from the other."""
+    from conftest import load_benchmark
+
+    runs = [{"profile": "full", "cache": {"state": "cold"}, "machine": "A", "calibration_s": 0.1,
+             "notebooks": {"00_a": 100.0, "01_b": 1000.0}},
+            {"profile": "full", "cache": {"state": "cold"}, "machine": "B", "calibration_s": 0.4,
+             "notebooks": {"00_a": 150.0, "01_b": 1200.0}},
+            {"profile": "full", "whole": False, "cache": {"state": "cold"}, "machine": "C",
+             "notebooks": {"00_a": 1.0, "01_b": 1.0}}]
+    (tmp_path / "runs.json").write_text(json.dumps({"runs": runs}))
+    mod = load_benchmark("estimate_replay")
+    assert mod.main(["--runs", str(tmp_path / "runs.json"), "--out", str(tmp_path / "r.json")]) == 0
+    rows = {r["new"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    b = rows["B (1350 s)"]  # estimated from A: 1100 s unscaled, 4400 s calibrated; after 00_a: 150 + 1.5 * 1000
+    assert b["unscaled"] == pytest.approx(1100 / 1350 - 1) and b["calibrated"] == pytest.approx(4400 / 1350 - 1)
+    assert b["after_each_notebook"] == [pytest.approx(round(1650 / 1350 - 1, 4))]
+    assert len(rows) == 2 and "B (1350 s)" in capsys.readouterr().out
 
 
 def _profile_module():
