@@ -214,3 +214,18 @@ def test_head_ablation_tries_heads_in_the_given_ranking(tmp_path):
         det = compare_defences(lm, classes, sets, head_scores=scores, **kw).details["head_ablation"]
         tried = [r.get("added") or r.get("no_gain") or r.get("rejected") for r in det["log"][1:]]
         assert tried == order[:len(tried)] and tried and det["ranking"] == "given" and det["scores"] == scores
+
+
+def test_the_vit_cpu_levers_benchmark_times_both_matmul_modes_and_restores_fp32(vit):
+    """benchmarks/vit_cpu_levers.py's matmul lever on the ViT: both modes timed, and full fp32 restored after."""
+    from conftest import load_benchmark
+
+    import copy
+    from types import SimpleNamespace
+
+    mod = load_benchmark("vit_cpu_levers")
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # whatever came before, the lever leaves full fp32
+    r = mod.matmul_lever(SimpleNamespace(model=copy.deepcopy(vit)), batch=4, repeats=2)
+    assert {k: len(v) for k, v in r["seconds_each_repeat"].items()} == {"ieee": 2, "bf16": 2}
+    assert all(v > 0 for v in r["seconds"].values()) and r["ratio"] > 0 and r["batch"] == 4
+    assert torch.backends.mkldnn.matmul.fp32_precision == "ieee" == torch.backends.mkldnn.conv.fp32_precision
