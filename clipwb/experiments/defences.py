@@ -414,16 +414,15 @@ def _ranking(head_scores: dict | None) -> tuple:
     return tuple(sorted(((str(k), float(v)) for k, v in (head_scores or {}).items()), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _greedy_on_selection(ctx, dyslexify: bool = True, **kw):
+def _greedy_on_selection(ctx, **kw):
     """``greedy_ablation`` on the comparison's protocol: heads ranked by ``ctx.setting.head_scores`` (or scored on
     the first half of the selection pairs' attacked images by their effect on the written-word margin), the clean
-    tolerance checked on the other half's clean images and, with ``dyslexify``, Dyslexify's keep rule on that half's
-    attacked images (``HEAD_MIN_GAIN``, ``HEAD_PATIENCE``)."""
+    tolerance checked on the other half's clean images and Dyslexify's keep rule on that half's attacked images
+    (``HEAD_MIN_GAIN``, ``HEAD_PATIENCE``)."""
     sel, half = ctx.sel, len(ctx.sel["true"]) // 2
     if ctx.setting.head_scores and "scores" not in kw:
         kw["scores"] = dict(ctx.setting.head_scores)
-    if dyslexify:
-        kw.update(typo_val=sel["typo"][half:], min_gain=HEAD_MIN_GAIN, patience=HEAD_PATIENCE)
+    kw.update(typo_val=sel["typo"][half:], min_gain=HEAD_MIN_GAIN, patience=HEAD_PATIENCE)
     return greedy_ablation(ctx.lm.model, ctx.base.text, sel["typo"][:half], sel["true"][:half], sel["written"][:half],
                            sel["clean"][half:], sel["true"][half:], tolerance=ctx.setting.clean_tolerance, **kw)
 
@@ -520,8 +519,9 @@ def ablation_diagnosis(lm, classes, sets: dict, scores: dict, select_n: int = 10
     - ``effects``: the ``n_heads`` top-scored heads, each ablated alone on the half of the selection split that
       checks the clean tolerance: clean cost and typographic gain (``defences.heads.head_effects``);
     - ``skip``: the greedy search (the same ranking and keep rule) that passes over a head rejected for its clean
-      cost instead of stopping (``skip_rejected``), its heads, and their classifier on the held-out sets (``metrics``) against zero-shot (``verdicts``: paired
-      differences on the test images). Cached by model, data, scores and protocol."""
+      cost instead of stopping (``skip_rejected``), its heads, and their classifier on the held-out sets
+      (``metrics``) against zero-shot (``verdicts``: paired differences on the test images). Cached by model, data,
+      scores and protocol."""
     setting = DefenceSetting(select_n=select_n, clean_tolerance=clean_tolerance, seed=seed)
     ctx = DefenceContext(lm, classes, sets, "embedded", None, None, setting, progress=progress, cache=cache)
 
