@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import statistics
 import sys
@@ -24,19 +23,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _po_step():
-    spec = importlib.util.spec_from_file_location("po_step", HERE / "po_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def run(model: str = "tiny-vit", chunks=(0, 128, 64), steps: int = 6, repeats: int = 3, method: str = "dpo") -> dict:
     import torch
 
     from clipwb.data.sets import AttackSetsConfig, attack_arrays
     from clipwb.models import load_model
-    from clipwb.precision import cpu_info
+    from clipwb.precision import cpu_info, device_slug
     from clipwb.training.po_trainer import po_config, train_po
     from clipwb.training.trainable import forward_chunk
     from clipwb.world import World
@@ -62,7 +54,7 @@ def run(model: str = "tiny-vit", chunks=(0, 128, 64), steps: int = 6, repeats: i
     diff = {c: max(float((finals[c][k].float() - finals[base][k].float()).abs().max()) for k in finals[base])
             for c in chunks}
     device = next(lm.model.parameters()).device
-    return {"device": _po_step().device_slug(device), "model": model, "method": method,
+    return {"device": device_slug(device), "model": model, "method": method,
             "auto_chunk": forward_chunk("auto", lm.model, device), "steps": res.steps, "images_per_step":
             2 * cfg.batch_size, "step_seconds": {str(c): round(med[c], 4) for c in chunks},
             "step_seconds_each_repeat": {str(c): [round(x, 4) for x in v] for c, v in step_s.items()},

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import statistics
@@ -23,13 +22,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def _po_step():
-    spec = importlib.util.spec_from_file_location("po_step", HERE / "po_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 _JOB: dict = {}
@@ -53,7 +45,7 @@ def run(model: str = "tiny", steps: int = 8, runs: int = 2, repeats: int = 2, me
     from clipwb.data.sets import AttackSetsConfig, attack_arrays
     from clipwb.models import load_model
     from clipwb.parallel import pmap
-    from clipwb.precision import cpu_info, resolve_precision
+    from clipwb.precision import cpu_info, device_slug, resolve_precision
     from clipwb.training.po_trainer import po_config, train_po
     from clipwb.world import World
 
@@ -84,7 +76,7 @@ def run(model: str = "tiny", steps: int = 8, runs: int = 2, repeats: int = 2, me
     med = {k: statistics.median(v) for k, v in wall.items()}
     device = next(lm.model.parameters()).device
     prec = resolve_precision(cfg.precision, cfg.device, model=lm.model)
-    return {"device": _po_step().device_slug(device), "model": model, "method": method, "runs": runs,
+    return {"device": device_slug(device), "model": model, "method": method, "runs": runs,
             "workers": workers, "steps": steps, "images_per_step": 2 * cfg.batch_size,
             "threads_sequential": threads, "threads_parallel": 1,
             "wall_seconds": {k: round(v, 2) for k, v in med.items()},

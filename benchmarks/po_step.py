@@ -38,19 +38,11 @@ from clipwb.models.inputs import images_to_tensor
 from clipwb.fileio import atomic_write_text
 from clipwb.losses.po import po_loss
 from clipwb.models import load_model
-from clipwb.precision import cpu_info, resolve_precision
+from clipwb.precision import cpu_info, device_slug, resolve_precision
 from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
 from clipwb.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def device_slug(device: torch.device) -> str:
-    """The device named by its model (GPU name or the CPU's lscpu model name), for result file names."""
-    import re
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
 
 
 def default_out(device: torch.device, precision: str) -> Path:

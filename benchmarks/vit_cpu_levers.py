@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import statistics
 import sys
@@ -25,13 +24,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def _po_step():
-    spec = importlib.util.spec_from_file_location("po_step", HERE / "po_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def compile_lever(lm, steps: int, repeats: int) -> dict:
@@ -99,7 +91,7 @@ def main(argv=None) -> int:
 
     from clipwb.fileio import atomic_write_text
     from clipwb.models import load_model
-    from clipwb.precision import cpu_info
+    from clipwb.precision import cpu_info, device_slug
 
     lm = load_model(args.model, "cpu")
     r = {"model": args.model, "cpu": cpu_info(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -113,7 +105,7 @@ def main(argv=None) -> int:
           f"{[r['first_step_s'] for r in c['compiled']['runs']]} s compiled)")
     print(f"  tower fwd+bwd at {m['batch']}: fp32 {m['seconds']['ieee']:.3f} s, bf16 inside fp32 matmuls "
           f"{m['seconds']['bf16']:.3f} s (x {m['ratio']:.2f})")
-    slug = _po_step().device_slug(torch.device("cpu"))
+    slug = device_slug(torch.device("cpu"))
     out = Path(args.out) if args.out else HERE / "results" / f"vit_cpu_levers_{slug}.json"
     atomic_write_text(out, json.dumps(r, indent=1))
     print(f"wrote {out}")

@@ -86,6 +86,15 @@ def cpu_info() -> dict:
             "bf16_native": any(f in flags for f in _BF16_FLAGS), "threads": torch.get_num_threads()}
 
 
+def device_slug(device) -> str:
+    """The device named by its model (GPU name or the CPU's lscpu model name), for result file names."""
+    import re
+
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
+
+
 def _bench_net() -> torch.nn.Module:
     """A small conv tower shaped like the tiny CLIP's image tower (64 px, stride-2 stem, 32-256 channels)."""
     torch.manual_seed(0)
