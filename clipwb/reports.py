@@ -405,10 +405,9 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     device = "cuda" if torch.cuda.is_available() else "cpu"
     est = announce(out_dir, profile, [nb.stem for nb in nbs], cache, device)
     results, t0 = [], time.time()
+    left, _ = remaining_seconds(est["per_notebook"], [nb.stem for nb in nbs], {})
     bar = tqdm(nbs, desc="main job", unit="notebook", disable=not progress, position=0)
-    for nb in bar:
-        left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
-                                         {r.name: r.seconds for r in results})
+    for nb in bar:  # ``left``: the rest of the job as estimated after the notebook before
         bar.set_postfix_str(f"{nb.stem}" + (f", ~{_fmt_minutes(left)} left" if left else ""))
         print(f"\n[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
         res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
