@@ -4,8 +4,9 @@ carries (``<key>_ci`` = [low, high], or {"mean", "std"} over seeds), and whether
 
     python benchmarks/compare_cut.py BEFORE.json AFTER.json [--match linear_probe zero_shot] [--out cut.json]
 
-Prints one row per shared numeric metric whose name matches ``--match`` (all by default) and writes the rows as
-JSON (default: benchmarks/results/cut_<notebook>.json)."""
+Prints one row per shared numeric metric whose name matches ``--match`` (all by default), then every paired verdict
+(a difference with its interval and "significant") whose significance or sign changed, and writes both as JSON
+(default: benchmarks/results/cut_<notebook>.json)."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,39 @@ def compare(before: dict, after: dict, match=()) -> list[dict]:
     return rows
 
 
+def verdict_rows(d, path: str = "") -> dict:
+    """Every paired verdict of a metrics dict (a list entry with "significant", as ``evaluation.stats`` writes them),
+    keyed by (where it sits, a, b, metric)."""
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(verdict_rows(v, f"{path}.{k}" if path else k))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            if isinstance(v, dict) and "significant" in v:
+                out[(path, str(v.get("a", v.get("defence"))), str(v.get("b")), str(v.get("metric")))] = v
+            else:
+                out.update(verdict_rows(v, f"{path}[{i}]"))
+    return out
+
+
+def compare_verdicts(before: dict, after: dict) -> list[dict]:
+    """The verdicts both runs hold, side by side; ``kept`` is False where significance changed or a significant
+    difference changed sign (a changed conclusion)."""
+    vb, va = verdict_rows(before), verdict_rows(after)
+    rows = []
+    for key in sorted(set(vb) & set(va)):
+        b, a = vb[key], va[key]
+        db, da = (v.get("diff_pts", v.get("diff")) for v in (b, a))
+        flipped = b["significant"] != a["significant"] or bool(
+            b["significant"] and db is not None and da is not None and (db > 0) != (da > 0))
+        rows.append({"where": key[0], "a": key[1], "b": key[2], "metric": key[3], "before_diff": db,
+                     "before_ci": b.get("ci_pts", b.get("ci")), "before_significant": b["significant"],
+                     "after_diff": da, "after_ci": a.get("ci_pts", a.get("ci")),
+                     "after_significant": a["significant"], "kept": not flipped})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before")
@@ -76,11 +110,19 @@ def main(argv=None) -> int:
     print(f"{len(rows)} metrics, {sum(r['overlap'] is not None for r in rows)} with intervals on both sides, "
           f"{n_no} without overlap; before: {before.get('machine', {}).get('cpu')}, "
           f"after: {after.get('machine', {}).get('cpu')}")
+    verdicts = compare_verdicts(before, after)
+    for v in verdicts:
+        if not v["kept"]:
+            print(f"VERDICT CHANGED {v['where']} {v['a']} vs {v['b']} {v['metric']}: {v['before_diff']} "
+                  f"{v['before_ci']} -> {v['after_diff']} {v['after_ci']}")
+    if verdicts:
+        print(f"{len(verdicts)} paired verdicts in both, {sum(not v['kept'] for v in verdicts)} changed")
     out = Path(args.out) if args.out else HERE / "results" / f"cut_{Path(args.after).stem}.json"
     from clipwb.fileio import atomic_write_text
 
-    atomic_write_text(out, json.dumps({"before": args.before, "after": args.after, "rows": [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]}, indent=1))
+    clean = lambda r: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}  # noqa: E731
+    atomic_write_text(out, json.dumps({"before": args.before, "after": args.after, "rows": [clean(r) for r in rows],
+                                       "verdicts": [clean(v) for v in verdicts]}, indent=1))
     print(f"wrote {out}")
     return 0
 

@@ -288,3 +288,28 @@ def test_the_cut_comparison_pairs_metrics_with_their_intervals(tmp_path, capsys)
     assert mod.main([str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--match", "top1",
                      "--out", str(tmp_path / "c.json")]) == 0
     assert "2 metrics, 1 with intervals on both sides, 0 without overlap" in capsys.readouterr().out
+
+
+def test_the_cut_comparison_names_a_changed_verdict(tmp_path, capsys):
+    from conftest import load_benchmark
+
+    mod = load_benchmark("compare_cut")
+    row = lambda d, sig, b="ce": {"a": "kto", "b": b, "metric": "typo_top1", "diff_pts": d,  # noqa: E731
+                                  "ci_pts": [d - 1, d + 1], "significant": sig}
+    before = {"x_top1": 0.5, "verdicts": {"rows": [row(-3.0, True), row(0.5, False, "dpo")]},
+              "other": [dict(row(2.0, True), metric="clean_top1")]}
+    after = {"x_top1": 0.5, "verdicts": {"rows": [row(2.0, True), row(0.4, False, "dpo")]},
+             "other": [dict(row(1.5, False), metric="clean_top1")]}
+    v = mod.compare_verdicts(before, after)
+    # a significant difference that changed sign, one that lost significance, one n.s. both times
+    assert [(r["where"], r["b"], r["metric"], r["kept"]) for r in v] == [
+        ("other", "ce", "clean_top1", False), ("verdicts.rows", "ce", "typo_top1", False),
+        ("verdicts.rows", "dpo", "typo_top1", True)]
+    same = mod.compare_verdicts(before, before)
+    assert same and all(r["kept"] for r in same)
+    (tmp_path / "b.json").write_text(json.dumps(before))
+    (tmp_path / "a.json").write_text(json.dumps(after))
+    assert mod.main([str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "VERDICT CHANGED other kto vs ce clean_top1" in out and "3 paired verdicts in both, 2 changed" in out
+    assert len(json.loads((tmp_path / "c.json").read_text())["verdicts"]) == 3
