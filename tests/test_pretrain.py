@@ -42,12 +42,16 @@ def test_weights_hash_ignores_bookkeeping_but_not_training_knobs():
     assert base.weights_hash(mc) != pretrain_config("full", lr=2e-3).weights_hash(mc)
 
 
-def test_per_model_profile_gives_the_vit_its_longer_curriculum_and_overrides_still_win():
+def test_per_model_profile_gives_the_vit_its_own_stage_and_overrides_still_win():
     from clipwb import profiles
 
     vit = "clipwb-tiny-vit"
     full_vit = profiles.profile("pretrain_models", "full")[vit]
-    assert pretrain_config("full", model_name=vit).steps == full_vit["steps"] != pretrain_config("full").steps
+    cfg = pretrain_config("full", model_name=vit)
+    assert (cfg.steps, cfg.init, cfg.lr) == (full_vit["steps"], full_vit["init"], full_vit["lr"])
+    assert cfg.init and not pretrain_config("full").init  # the ViT continues its earlier stage, the conv tower does not
+    assert cfg.world.caption_mentions_text == full_vit["world"]["caption_mentions_text"]
+    assert pretrain_config("full").world.caption_mentions_text == 0.3  # the conv tower's world is unchanged
     assert pretrain_config("full", model_name=vit, steps=5).steps == 5  # an explicit override beats the profile's
     assert pretrain_config("quick", model_name=vit).steps == pretrain_config("quick").steps  # quick stays quick
     with pytest.raises(ValueError, match="unknown pretraining profile"):
