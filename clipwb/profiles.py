@@ -25,9 +25,10 @@ PROFILES: dict[str, dict[str, dict]] = {
     # (44 min; shipped as key 76f41891581a), then stage 3 (below): the same images and mixture, but captions that name
     # the written word 0.8 of the time (0.3 before: "a photo of a dog with the word cat written on it."), as alt-text
     # often does; lr 5e-4, 2 400 steps, no reading-first start, seed 2 (issue 27: reading damage 0.18 -> 0.21, attack
-    # 0.59 -> 0.56, clean 0.91 -> 0.93 on 2 048 test images, paired: benchmarks/results/world_checks_paired_tiny_vit_stage3.json;
-    # 35 min fp32 on a 2-core AMD EPYC). The conv tower reads by step 1 600 and keeps the shipped 2 400. Stages 1
-    # and 2 come from --config YAMLs (README)
+    # 0.59 -> 0.56, clean 0.91 -> 0.93 on 2 048 test images, paired intervals in
+    # benchmarks/results/world_checks_paired_tiny_vit_stage3.json; 35 min fp32 on a 2-core AMD EPYC). The conv tower
+    # reads by step 1 600 and keeps the shipped 2 400. Stages 1 and 2 come from --config
+    # scripts/pretrain/tiny-vit-stage{1,2}.yaml (tested)
     "pretrain_models": {
         "full": {"clipwb-tiny-vit": {"init": "76f41891581a", "steps": 2400, "lr": 5e-4, "n_images": 160_000,
                                      "seed": 2, "early_steps": 0,

@@ -58,6 +58,26 @@ def test_default_tiny_weights_ship_with_the_package(tiny):
     assert path.with_suffix(".json").is_file(), "the pretraining log ships beside the weights"
 
 
+def test_the_stage_yamls_reproduce_the_shipped_vit_init_chain():
+    """scripts/pretrain/tiny-vit-stage{1,2}.yaml, given to `pretrain --model tiny-vit --config`, name the weights the
+    shipped default continues from (the keys are config hashes: a changed field gives another key)."""
+    from pathlib import Path
+
+    from clipwb.config import load_yaml
+    from clipwb.models import TINY_MODELS, tiny_weights_key
+
+    name = TINY_MODELS["tiny-vit"]
+    chain, init = [], pretrain_config("full", model_name=name).init
+    while init:
+        chain.append(init)
+        log = tiny_weights_path(init, name=name)[0].with_suffix(".json")
+        init = json.loads(log.read_text())["config"].get("init", "")
+    scripts = Path(__file__).resolve().parents[1] / "scripts" / "pretrain"
+    keys = [tiny_weights_key(load_yaml(pretrain_config("full", model_name=name), scripts / f"tiny-vit-stage{i}.yaml"))
+            for i in (1, 2)]
+    assert keys == chain[::-1] and len(set(keys)) == 2
+
+
 def test_fast_tensor_path_equals_open_clip_preprocess(tiny):
     img, _ = World().sample(3, "test", "object")
     a = tiny.preprocess(img).unsqueeze(0)
