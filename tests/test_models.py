@@ -30,6 +30,16 @@ def test_bad_specs_fail_clearly(spec):
         load_model(spec, "cpu")
 
 
+def _init_chain(name: str):
+    """The weights keys the default pretraining of ``name`` continues from (``PretrainConfig.init``), newest first,
+    read from each weights file's JSON log."""
+    init = pretrain_config("full", model_name=name).init
+    while init:
+        yield init
+        log = tiny_weights_path(init, name=name)[0].with_suffix(".json")
+        init = json.loads(log.read_text())["config"].get("init", "")
+
+
 def test_default_tiny_weights_ship_with_the_package(tiny):
     from clipwb.models import default_tiny_key, tiny_weights_key
     from clipwb.training.pretrain import PretrainConfig, pretrain_config
@@ -46,12 +56,10 @@ def test_default_tiny_weights_ship_with_the_package(tiny):
     # only the default weights ship, and the weights a default continues from (``PretrainConfig.init``), down the chain
     expected = {path.stem, vit_path.stem}
     for name in (TINY_MODELS["tiny"], TINY_MODELS["tiny-vit"]):
-        init = pretrain_config("full", model_name=name).init
-        while init:
+        for init in _init_chain(name):
             init_path, init_exists = tiny_weights_path(init, name=name)
             assert init_exists and init_path.parent == WEIGHTS_DIR, f"{name}'s init weights {init} do not ship"
             expected.add(init_path.stem)
-            init = json.loads(init_path.with_suffix(".json").read_text())["config"].get("init", "")
     shipped = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
     assert shipped == expected, "only the default weights and their init chain ship (orphaned files in weights/?)"
     assert tiny.weights == str(path) and not tiny.model.training
@@ -67,11 +75,7 @@ def test_the_stage_yamls_reproduce_the_shipped_vit_init_chain():
     from clipwb.models import TINY_MODELS, tiny_weights_key
 
     name = TINY_MODELS["tiny-vit"]
-    chain, init = [], pretrain_config("full", model_name=name).init
-    while init:
-        chain.append(init)
-        log = tiny_weights_path(init, name=name)[0].with_suffix(".json")
-        init = json.loads(log.read_text())["config"].get("init", "")
+    chain = list(_init_chain(name))
     scripts = Path(__file__).resolve().parents[1] / "scripts" / "pretrain"
     keys = [tiny_weights_key(load_yaml(pretrain_config("full", model_name=name), scripts / f"tiny-vit-stage{i}.yaml"))
             for i in (1, 2)]
