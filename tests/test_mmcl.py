@@ -51,7 +51,23 @@ def test_named_losses_are_the_textbook_losses():
                                        abs=1e-10)
     tau = 0.7
     ce = 0.5 * (F.cross_entropy(s / tau, torch.arange(n)) + F.cross_entropy(s.T / tau, torch.arange(n)))
+    eq21 = M.family_loss(g1, g2, x, y, lambda t: tau * torch.log(t), lambda t: torch.exp(t / tau))  # Eq. 2.1
+    assert eq21.item() == pytest.approx(tau * ce.item(), abs=1e-10)
     assert M.clip_loss(g1, g2, x, y, tau=tau).item() == pytest.approx(tau * ce.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("nu", [1.0, 1.5])
+def test_clip_loss_has_eq_2_1s_value_and_gradient(nu):
+    """clip_loss (torch's cross-entropy at nu = 1) against Eq. 2.1 written out (``family_loss`` with the CLIP
+    phi and psi): value and both gradients to float64 rounding."""
+    x, y, g1, g2 = _setup(seed=3)
+    g1, g2 = g1.requires_grad_(True), g2.requires_grad_(True)
+    tau, rho = 0.6, 0.4
+    fast = M.clip_loss(g1, g2, x, y, tau, nu, rho)
+    ref = M.family_loss(g1, g2, x, y, lambda t: tau * torch.log(t), lambda t: torch.exp(t / tau), nu=nu, rho=rho)
+    assert fast.item() == pytest.approx(ref.item(), abs=1e-12)
+    for a, b in zip(torch.autograd.grad(fast, (g1, g2)), torch.autograd.grad(ref, (g1, g2))):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("loss,nu", [("linear", 1.0), ("linear", 1.5), ("clip", 1.0), ("clip", 1.7)])

@@ -48,10 +48,11 @@ def is_transformer_tower(model) -> bool:
 
 
 def eval_batch(model) -> int:
-    """Images per forward pass when encoding for evaluation: 128 for a transformer tower on CPU (1.3-1.5x faster
-    than 256 there on 2 cores: its activations at 256 outgrow the caches; measured on a 2-core AMD EPYC), else
-    256. Per-image features do not depend on it beyond float rounding."""
-    return 128 if is_transformer_tower(model) and model_device(model).type == "cpu" else 256
+    """Images per forward pass when encoding for evaluation: 64 on the CPU, where activations of small batches stay
+    in the caches (2-core AMD EPYC, 1 024 images: conv tower 0.72x the time at 256, transformer tower 0.62x, 0.93x
+    of the 128 it used before; features equal bit for bit there, ``benchmarks/eval_batch.py``), 256 on an
+    accelerator. Per-image features do not depend on it beyond float rounding."""
+    return 64 if model_device(model).type == "cpu" else 256
 
 
 @torch.no_grad()
