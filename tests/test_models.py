@@ -254,13 +254,13 @@ def test_fine_tuned_models_are_written_in_the_hf_hub_layout_and_load_back_throug
 
 
 def test_evaluation_batches_depend_on_the_tower_and_not_the_features(tiny):
-    """encode_images' default batch on the CPU: 64 images for either tower; the features are the same at any batch
-    size up to float rounding."""
+    """encode_images' default batch: 64 images for a transformer tower on CPU, 256 otherwise; the features are
+    the same at any batch size up to float rounding."""
     from clipwb.models.inputs import encode_images, eval_batch, is_transformer_tower
 
     vit = open_clip.create_model("clipwb-tiny-vit").eval()
     assert is_transformer_tower(vit) and not is_transformer_tower(tiny.model)
-    assert eval_batch(vit) == 64 and eval_batch(tiny.model) == 64
+    assert eval_batch(vit) == 64 and eval_batch(tiny.model) == 256
     imgs = np.random.default_rng(0).integers(0, 256, (40, 64, 64, 3), dtype=np.uint8)
     for m in (vit, tiny.model):
         torch.testing.assert_close(encode_images(m, imgs, batch_size=7), encode_images(m, imgs), rtol=1e-5,

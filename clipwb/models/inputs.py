@@ -48,11 +48,12 @@ def is_transformer_tower(model) -> bool:
 
 
 def eval_batch(model) -> int:
-    """Images per forward pass when encoding for evaluation: 64 on the CPU, where activations of small batches stay
-    in the caches (2-core AMD EPYC, 1 024 images: conv tower 0.72x the time at 256, transformer tower 0.62x, 0.93x
-    of the 128 it used before; features equal bit for bit there, ``benchmarks/eval_batch.py``), 256 on an
-    accelerator. Per-image features do not depend on it beyond float rounding."""
-    return 64 if model_device(model).type == "cpu" else 256
+    """Images per forward pass when encoding for evaluation: 64 for a transformer tower on CPU, else 256. Measured
+    where evaluations run, in a process that has already trained (``benchmarks/eval_batch.py``, 2-core AMD EPYC,
+    1 024 images): the conv tower is fastest at 256 there (0.80 s against 0.88 s at 64), though a fresh process
+    favours 64 (0.93 s against 1.18 s at 256); the ViT at 64 takes 0.93x its time at 256 and 0.95x at 128 (0.83x and
+    0.96x fresh). Per-image features do not depend on it beyond float rounding (bit-equal there)."""
+    return 64 if is_transformer_tower(model) and model_device(model).type == "cpu" else 256
 
 
 @torch.no_grad()
