@@ -10,13 +10,16 @@ Notebooks call ``write_metrics`` and save figures under ``figure_path``; they re
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,12 +349,15 @@ def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device:
 
 
 def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, whole: bool = True,
-               keep: int = 20, calibration: float | None = None) -> Path:
+               keep: int = 20, calibration: float | None = None, stopped: str | None = None) -> Path:
     """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs); ``whole``: every notebook was asked
-    for (the main job), not a subset (``--only``); ``calibration``: this machine's ``calibration_seconds``."""
+    for (the main job), not a subset (``--only``); ``calibration``: this machine's ``calibration_seconds``;
+    ``stopped``: why a run ended before its last notebook (interrupted, a notebook failed): ``timings`` then holds
+    the notebooks it finished, recorded with ``whole`` False, so that the next estimate on this machine has them."""
     path = Path(out_dir) / RUNS_FILE
     runs = read_runs(out_dir)
-    runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile, "whole": whole,
+    runs.append({"finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "profile": profile,
+                 "whole": whole and stopped is None, **({"stopped": stopped} if stopped else {}),
                  "cache": cache, "machine": _machine_line(), "notebooks": {k: round(v, 1) for k, v in timings.items()},
                  "seconds": round(sum(timings.values()), 1),
                  **({"calibration_s": round(calibration, 5)} if calibration else {})})
@@ -386,6 +392,24 @@ def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> t
     return lines, latest
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the main job runs, SIGTERM (``kill``, ``timeout``) stops it as Ctrl-C does (KeyboardInterrupt), so
+    that it records what it finished; the previous handler comes back after. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "full", only: list[str] | None = None,
                 nb_dir: str | Path = NOTEBOOK_DIR, parameters: dict | None = None, html: bool = True,
                 progress: bool = True) -> list[NotebookResult]:
@@ -407,20 +431,35 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     results, t0 = [], time.time()
     left, _ = remaining_seconds(est["per_notebook"], [nb.stem for nb in nbs], {})
     bar = tqdm(nbs, desc="main job", unit="notebook", disable=not progress, position=0)
-    for nb in bar:  # ``left``: the rest of the job as estimated after the notebook before
-        bar.set_postfix_str(f"{nb.stem}" + (f", ~{_fmt_minutes(left)} left" if left else ""))
-        print(f"\n[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
-        res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
-        results.append(res)
-        left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
-                                         {r.name: r.seconds for r in results})
-        print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s"
-              + (f"; ~{_fmt_minutes(left)} left (the estimates x {factor:.2f}, from the notebooks done so far)"
-                 if left else ""), file=sys.stderr, flush=True)
-    bar.close()
+    def calibration():  # measured after the notebooks (they measure and cache the precision choice first)
+        return calibration_seconds() if device == "cpu" else None
+
+    try:
+        with _sigterm_as_interrupt():
+            for nb in bar:  # ``left``: the rest of the job as estimated after the notebook before
+                bar.set_postfix_str(f"{nb.stem}" + (f", ~{_fmt_minutes(left)} left" if left else ""))
+                print(f"\n[clipwb report] {nb.name} ({profile})", file=sys.stderr, flush=True)
+                res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
+                results.append(res)
+                left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
+                                                 {r.name: r.seconds for r in results})
+                print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s"
+                      + (f"; ~{_fmt_minutes(left)} left (the estimates x {factor:.2f}, from the notebooks done so "
+                         f"far)" if left else ""), file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, NotebookFailed) as e:
+        # the notebooks finished before the stop keep their timings (the next estimate here uses them)
+        if results:
+            why = (f"{e.notebook} failed" if isinstance(e, NotebookFailed) else "interrupted") + \
+                  f" after {len(results)} of {len(nbs)} notebooks"
+            record_run(out_dir, profile, {r.name: r.seconds for r in results}, cache, whole=False,
+                       calibration=calibration(), stopped=why)
+            print(f"[clipwb report] stopped ({why}); their timings are in {out_dir / RUNS_FILE}", file=sys.stderr,
+                  flush=True)
+        raise
+    finally:
+        bar.close()
     timings = {r.name: r.seconds for r in results}
-    record_run(out_dir, profile, timings, cache, whole=only is None,
-               calibration=calibration_seconds() if device == "cpu" else None)
+    record_run(out_dir, profile, timings, cache, whole=only is None, calibration=calibration())
     write_summary(out_dir, profile, timings)
     print(f"[clipwb report] done in {_fmt_minutes(time.time() - t0)}: reports in {out_dir} (README.md: the key "
           f"numbers and timings; NN_*.html: the executed notebooks; figures/, metrics/)", file=sys.stderr, flush=True)

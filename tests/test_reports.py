@@ -49,6 +49,44 @@ def test_runner_executes_in_order_and_a_failure_keeps_earlier_reports(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".stage-")]
 
 
+def test_a_stopped_main_job_records_the_notebooks_it_finished(tmp_path, monkeypatch):
+    """A main job that a failure or a signal (Ctrl-C, ``kill``: SIGTERM) stops records the notebooks it finished
+    (not as a whole run), so that the next estimate on this machine has their times; a job stopped in its first
+    notebook records nothing."""
+    from clipwb import reports
+
+    import signal
+
+    monkeypatch.setattr(reports, "calibration_seconds", lambda: 0.1)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _nb(nbs / "00_first.ipynb", GOOD.format(name="00_first", nn="00"))
+    _nb(nbs / "01_second.ipynb", "raise RuntimeError('deliberate failure')")
+    _nb(nbs / "02_third.ipynb", GOOD.format(name="02_third", nn="02"))
+    with pytest.raises(NotebookFailed):
+        run_reports(out, "quick", nb_dir=nbs, progress=False)
+    last = json.loads((out / "runs.json").read_text())["runs"][-1]
+    assert list(last["notebooks"]) == ["00_first"] and last["notebooks"]["00_first"] > 0
+    assert last["whole"] is False and last["stopped"] == "01_second.ipynb failed after 1 of 3 notebooks"
+    # the next estimate on this machine (cold cache, as this one was) takes the finished notebook's time
+    est = reports.estimate_seconds(reports.read_runs(out), ["00_first", "02_third"], "quick", last["cache"]["state"],
+                                   last["machine"])
+    assert est["basis"] == {"00_first": "this machine"} and est["unknown"] == ["02_third"]
+    # SIGTERM (what kill and timeout send) in the second notebook stops the job as Ctrl-C does, and is recorded
+    _nb(nbs / "01_second.ipynb", "import os, signal, time\nos.kill(os.getppid(), signal.SIGTERM)\ntime.sleep(60)")
+    with pytest.raises(KeyboardInterrupt):
+        run_reports(out, "quick", nb_dir=nbs, progress=False)
+    runs = json.loads((out / "runs.json").read_text())["runs"]
+    assert len(runs) == 2 and runs[-1]["stopped"] == "interrupted after 1 of 3 notebooks"
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the handler before comes back
+    # stopped in the first notebook: nothing finished, nothing recorded
+    _nb(nbs / "01_second.ipynb", "raise RuntimeError('deliberate failure')")
+    with pytest.raises(NotebookFailed):
+        run_reports(out, "quick", nb_dir=nbs, only=["01"], progress=False)
+    assert len(json.loads((out / "runs.json").read_text())["runs"]) == 2
+
+
 def test_unknown_profile_and_missing_notebook():
     with pytest.raises(ValueError, match="unknown profile"):
         run_reports("/tmp/never", "medium")
