@@ -86,13 +86,29 @@ def cpu_info() -> dict:
             "bf16_native": any(f in flags for f in _BF16_FLAGS), "threads": torch.get_num_threads()}
 
 
+def cpu_tier(flags) -> str:
+    """The widest vector unit of a CPU's ``flags``, as speed depends on it: "amx", "avx512-bf16", "avx512", "avx2"
+    or "" (none of them). Two CPUs of one lscpu model name can differ here (an "AMD EPYC" is a Zen 3 with AVX2 only
+    or a Zen 4 with AVX-512 and bf16)."""
+    flags = set(flags)
+    for flag, tier in (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return tier
+    return ""
+
+
 def device_slug(device) -> str:
-    """The device named by its model (GPU name or the CPU's lscpu model name), for result file names."""
+    """The device named by its model for result file names: the GPU's name, or the CPU's lscpu model name and its
+    vector tier (``cpu_tier``: "amd-epyc-avx2" and "amd-epyc-avx512-bf16" are different machines)."""
     import re
 
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["model"]
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or device.type
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        info = cpu_info()
+        name = " ".join(x for x in (info["model"][:40], cpu_tier(info["flags"])) if x)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or device.type
 
 
 def _bench_net() -> torch.nn.Module:

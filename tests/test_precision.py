@@ -154,3 +154,17 @@ def test_a_model_tower_is_timed_for_real():
     r = P.measure_cpu_variants(bf16=False, batch=2, side=64, repeats=1, net=vit.visual)
     assert set(r) == {"fp32", "fp32_cl"} and min(r.values()) > 0
     assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, vit.parameters()))  # a copy was timed
+
+
+@pytest.mark.parametrize("flags, tier", [
+    (["avx2", "fma"], "avx2"),                              # AMD EPYC Zen 3
+    (["avx2", "avx512f", "avx512_bf16", "fma"], "avx512-bf16"),  # AMD EPYC Zen 4
+    (["avx2", "avx512f", "fma"], "avx512"),
+    (["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"], "amx"),
+    ([], ""),
+])
+def test_result_files_tell_cpus_of_one_model_name_apart(monkeypatch, flags, tier):
+    # two "AMD EPYC" machines (Zen 3 AVX2-only, Zen 4 with bf16) once wrote the same result file
+    assert P.cpu_tier(flags) == tier
+    monkeypatch.setattr(P, "cpu_info", lambda: {"model": "AMD EPYC", "flags": flags, "bf16_native": False})
+    assert P.device_slug("cpu") == ("amd-epyc-" + tier if tier else "amd-epyc")
