@@ -278,11 +278,22 @@ def read_runs(out_dir: str | Path) -> list[dict]:
     return [r for r in runs if isinstance(r, dict) and isinstance(r.get("notebooks"), dict)]
 
 
+def _precision_class(machine: str) -> str | None:
+    """"native bf16: True" / "...: False" of a ``_machine_line`` (None where it does not say): a CPU without native
+    bf16 trains in fp32, about 2x the time of one with it on the PO and GCA notebooks (measured: AMD EPYC AVX2 vs
+    Zen 4), so another machine's history is taken from one of the same class first."""
+    import re
+
+    m = re.search(r"native bf16: (True|False)", machine or "")
+    return m.group(1) if m else None
+
+
 def estimate_seconds(history: list[dict], names: list[str], profile: str, state: str, machine: str) -> dict:
     """The expected seconds of running notebooks ``names`` from a cache in ``state`` (cold / warm), per notebook
     from the newest recorded run (``runs.json`` rows) of the same profile and cache state: on this ``machine``
-    as recorded; else as recorded on another machine, unscaled (the job then rescales the rest by its own first
-    notebooks, ``remaining_seconds``). Scaling by the machines' ``calibration_s`` (one conv net's forward and
+    as recorded; else as recorded on another machine, unscaled, one of this machine's precision class (native bf16
+    or not, ``_precision_class``) first (the job then rescales the rest by its own first notebooks,
+    ``remaining_seconds``). Scaling by the machines' ``calibration_s`` (one conv net's forward and
     backward) was dropped: replayed over the recorded whole cold runs of an Intel Xeon and an AMD EPYC
     (``benchmarks/estimate_replay.py``) it erred by 30-162 % where the unscaled estimate erred by 18-51 % and the
     estimate after the first notebook by 2-7 %. Returns {"seconds": total of the known, "per_notebook", "basis": per
@@ -293,9 +304,12 @@ def estimate_seconds(history: list[dict], names: list[str], profile: str, state:
     runs = [r for r in reversed(history) if r.get("profile") == profile and r.get("cache", {}).get("state") == state]
     if state == "warm":  # stable: newest first within each group; runs recorded before "whole" existed were main jobs
         runs.sort(key=lambda r: not r.get("whole", True))
+    kin = _precision_class(machine)
     for name in names:
         own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
-        any_run = next((r for r in runs if name in r["notebooks"]), None)
+        # another machine that computes as this one does (native bf16 or fp32) before any other
+        any_run = next((r for r in sorted(runs, key=lambda r: _precision_class(r.get("machine", "")) != kin)
+                        if name in r["notebooks"]), None)
         if own:
             per[name], basis[name] = own["notebooks"][name], "this machine"
         elif any_run:
@@ -434,6 +448,9 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
     def calibration():  # measured after the notebooks (they measure and cache the precision choice first)
         return calibration_seconds() if device == "cpu" else None
 
+    def timings():  # name -> seconds of the notebooks finished so far
+        return {r.name: r.seconds for r in results}
+
     try:
         with _sigterm_as_interrupt():
             for nb in bar:  # ``left``: the rest of the job as estimated after the notebook before
@@ -442,7 +459,7 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
                 res = run_notebook(nb, out_dir, profile, parameters, html=html, progress=progress)
                 results.append(res)
                 left, factor = remaining_seconds(est["per_notebook"], [n.stem for n in nbs[len(results):]],
-                                                 {r.name: r.seconds for r in results})
+                                                 timings())
                 print(f"[clipwb report] {nb.name} done in {res.seconds:.0f} s"
                       + (f"; ~{_fmt_minutes(left)} left (the estimates x {factor:.2f}, from the notebooks done so "
                          f"far)" if left else ""), file=sys.stderr, flush=True)
@@ -451,16 +468,15 @@ def run_reports(out_dir: str | Path = REPO_ROOT / "reports", profile: str = "ful
         if results:
             why = (f"{e.notebook} failed" if isinstance(e, NotebookFailed) else "interrupted") + \
                   f" after {len(results)} of {len(nbs)} notebooks"
-            record_run(out_dir, profile, {r.name: r.seconds for r in results}, cache, whole=False,
-                       calibration=calibration(), stopped=why)
+            record_run(out_dir, profile, timings(), cache, whole=only is None, calibration=calibration(),
+                       stopped=why)
             print(f"[clipwb report] stopped ({why}); their timings are in {out_dir / RUNS_FILE}", file=sys.stderr,
                   flush=True)
         raise
     finally:
         bar.close()
-    timings = {r.name: r.seconds for r in results}
-    record_run(out_dir, profile, timings, cache, whole=only is None, calibration=calibration())
-    write_summary(out_dir, profile, timings)
+    record_run(out_dir, profile, timings(), cache, whole=only is None, calibration=calibration())
+    write_summary(out_dir, profile, timings())
     print(f"[clipwb report] done in {_fmt_minutes(time.time() - t0)}: reports in {out_dir} (README.md: the key "
           f"numbers and timings; NN_*.html: the executed notebooks; figures/, metrics/)", file=sys.stderr, flush=True)
     return results

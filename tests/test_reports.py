@@ -191,6 +191,28 @@ def test_the_time_estimate_reads_this_machines_runs_else_anothers_unscaled():
         "seconds": 0.0, "per_notebook": {}, "basis": {}, "unknown": ["00_a"]}
 
 
+def test_a_new_machine_takes_the_history_of_one_that_computes_as_it_does():
+    from clipwb.reports import estimate_seconds
+
+    def line(name, bf16):
+        return f"{name} (2 cores, native bf16: {bf16}), Linux"
+
+    runs = [  # oldest first, as in runs.json: the newest is a bf16 machine's, the fp32 one ran only 00 and 01
+        {"profile": "full", "cache": {"state": "cold"}, "machine": line("AMD EPYC", False), "whole": False,
+         "stopped": "interrupted after 2 of 3 notebooks", "notebooks": {"00_a": 160.0, "01_b": 2900.0}},
+        {"profile": "full", "cache": {"state": "cold"}, "machine": line("Intel Xeon", True),
+         "notebooks": {"00_a": 100.0, "01_b": 1200.0, "02_c": 400.0}},
+    ]
+    fp32 = estimate_seconds(runs, ["00_a", "01_b", "02_c"], "full", "cold", line("Intel Core", False))
+    assert fp32["per_notebook"] == {"00_a": 160.0, "01_b": 2900.0, "02_c": 400.0}
+    assert fp32["basis"]["01_b"] == f"as on {line('AMD EPYC', False)}"
+    assert fp32["basis"]["02_c"] == f"as on {line('Intel Xeon', True)}"  # no fp32 machine timed it
+    bf16 = estimate_seconds(runs, ["00_a", "01_b"], "full", "cold", line("AMD EPYC", True))
+    assert bf16["per_notebook"] == {"00_a": 100.0, "01_b": 1200.0}
+    # a machine line that does not say takes the newest run, as before
+    assert estimate_seconds(runs, ["01_b"], "full", "cold", "GPU")["per_notebook"] == {"01_b": 1200.0}
+
+
 def test_the_main_job_announces_its_estimate_and_where_the_reports_are(tmp_path, monkeypatch, capsys):
     from clipwb import reports
 
