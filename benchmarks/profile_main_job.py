@@ -5,7 +5,7 @@ notebook), read from a reports folder after a main job, or after running one (``
     python benchmarks/profile_main_job.py --run --profile quick --out /tmp/r [--only 00 02]
 
 Prints the notebooks by seconds and the slowest cells, and writes
-``benchmarks/results/main_job_profile_<profile>_<cpu or gpu>.json``: per notebook its seconds, cache state of the run
+``benchmarks/results/main_job_profile_<profile>_<device>.json`` (``clipwb.precision.device_slug``): per notebook its seconds, cache state of the run
 and every code cell's seconds with its first line (the step it runs)."""
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="with --run: the reports folder to write (default --reports)")
     ap.add_argument("--only", nargs="*", default=None, help="with --run: these notebooks only")
     ap.add_argument("--json", default=None, help="where to write (default: results/main_job_profile_<profile>_"
-                                                 "<device>.json)")
+                                                 "<device>.json, the device as device_slug names it)")
     ap.add_argument("--top", type=int, default=10, help="slowest cells to print")
     args = ap.parse_args(argv)
     reports = Path(args.out or args.reports)
@@ -67,7 +67,10 @@ def main(argv=None) -> int:
     prof = profile_reports(reports)
     import torch
 
-    device = "gpu" if torch.cuda.is_available() else "cpu"
+    from clipwb.precision import device_slug
+
+    # the device by name (a CPU's model and vector tier: two "AMD EPYC"s differ), as the other benchmarks name theirs
+    device = device_slug("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.json) if args.json else RESULTS / f"main_job_profile_{prof.get('profile') or args.profile}_{device}.json"
     from clipwb.fileio import atomic_write_text
 
