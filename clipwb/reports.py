@@ -364,7 +364,9 @@ def announce(out_dir: Path, profile: str, names: list[str], cache: dict, device:
 
 def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, whole: bool = True,
                keep: int = 20, calibration: float | None = None, stopped: str | None = None) -> Path:
-    """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs); ``whole``: every notebook was asked
+    """Append one run to ``<out_dir>/runs.json`` (the last ``keep`` runs, and older ones that are the newest whole
+    run of their machine, profile and cache state: what estimates and reports/README.md read); ``whole``: every
+    notebook was asked
     for (the main job), not a subset (``--only``); ``calibration``: this machine's ``calibration_seconds``;
     ``stopped``: why a run ended before its last notebook (interrupted, a notebook failed): ``timings`` then holds
     the notebooks it finished, recorded with ``whole`` False, so that the next estimate on this machine has them."""
@@ -375,7 +377,18 @@ def record_run(out_dir: str | Path, profile: str, timings: dict, cache: dict, wh
                  "cache": cache, "machine": _machine_line(), "notebooks": {k: round(v, 1) for k, v in timings.items()},
                  "seconds": round(sum(timings.values()), 1),
                  **({"calibration_s": round(calibration, 5)} if calibration else {})})
-    return atomic_write_text(path, json.dumps({"runs": runs[-keep:]}, indent=1) + "\n")
+    return atomic_write_text(path, json.dumps({"runs": _retained(runs, keep)}, indent=1) + "\n")
+
+
+def _retained(runs: list[dict], keep: int) -> list[dict]:
+    """The last ``keep`` runs, and before them the newest whole run of each (machine, profile, cache state) that
+    ``--only`` runs would otherwise push out (a machine's one whole cold run is its estimate's basis), in order."""
+    newest_whole = {}
+    for i, r in enumerate(runs):
+        if r.get("whole", True):
+            newest_whole[(r.get("machine"), r.get("profile"), r.get("cache", {}).get("state"))] = i
+    cut = max(len(runs) - keep, 0)
+    return [r for i, r in enumerate(runs) if i >= cut or i in set(newest_whole.values())]
 
 
 def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> tuple[list[str], dict]:

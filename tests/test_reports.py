@@ -146,6 +146,23 @@ def test_main_job_history_gives_cold_and_warm_timings(tmp_path, monkeypatch):
     assert len(json.loads((out / "runs.json").read_text())["runs"]) == 3
 
 
+def test_only_runs_do_not_push_a_machines_whole_runs_out_of_the_history(tmp_path, monkeypatch):
+    from clipwb import reports
+
+    monkeypatch.setattr(reports, "_machine_line", lambda: "Intel")
+    cold, warm = {"state": "cold"}, {"state": "warm"}
+    reports.record_run(tmp_path, "full", {"00_a": 100.0, "01_b": 300.0}, cold, keep=3)          # the whole cold run
+    reports.record_run(tmp_path, "full", {"00_a": 90.0}, cold, keep=3, stopped="interrupted")   # stopped: not whole
+    for s in (20.0, 21.0, 22.0, 23.0):
+        reports.record_run(tmp_path, "full", {"01_b": s}, warm, whole=False, keep=3)            # --only 01
+    runs = reports.read_runs(tmp_path)
+    assert [r["notebooks"] for r in runs] == [{"00_a": 100.0, "01_b": 300.0}, {"01_b": 21.0}, {"01_b": 22.0},
+                                              {"01_b": 23.0}]
+    assert reports.estimate_seconds(runs, ["00_a", "01_b"], "full", "cold", "Intel")["seconds"] == 400.0
+    reports.record_run(tmp_path, "full", {"00_a": 80.0, "01_b": 250.0}, cold, keep=3)  # a newer whole cold run
+    assert [r["seconds"] for r in reports.read_runs(tmp_path)] == [22.0, 23.0, 330.0]
+
+
 def test_the_summary_shows_a_metric_with_its_interval(tmp_path):
     from clipwb.reports import write_summary
 
