@@ -387,8 +387,8 @@ def _retained(runs: list[dict], keep: int) -> list[dict]:
     for i, r in enumerate(runs):
         if r.get("whole", True):
             newest_whole[(r.get("machine"), r.get("profile"), r.get("cache", {}).get("state"))] = i
-    cut = max(len(runs) - keep, 0)
-    return [r for i, r in enumerate(runs) if i >= cut or i in set(newest_whole.values())]
+    cut, whole = max(len(runs) - keep, 0), set(newest_whole.values())
+    return [r for i, r in enumerate(runs) if i >= cut or i in whole]
 
 
 def _timing_lines(out_dir: Path, profile: str | None, all_names: list[str]) -> tuple[list[str], dict]:
