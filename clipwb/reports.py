@@ -305,11 +305,11 @@ def estimate_seconds(history: list[dict], names: list[str], profile: str, state:
     if state == "warm":  # stable: newest first within each group; runs recorded before "whole" existed were main jobs
         runs.sort(key=lambda r: not r.get("whole", True))
     kin = _precision_class(machine)
+    # another machine that computes as this one does (native bf16 or fp32) before any other (a stable sort)
+    kin_first = sorted(runs, key=lambda r: _precision_class(r.get("machine", "")) != kin)
     for name in names:
         own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
-        # another machine that computes as this one does (native bf16 or fp32) before any other
-        any_run = next((r for r in sorted(runs, key=lambda r: _precision_class(r.get("machine", "")) != kin)
-                        if name in r["notebooks"]), None)
+        any_run = next((r for r in kin_first if name in r["notebooks"]), None)
         if own:
             per[name], basis[name] = own["notebooks"][name], "this machine"
         elif any_run:
