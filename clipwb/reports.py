@@ -291,31 +291,45 @@ def _precision_class(machine: str) -> str | None:
 def estimate_seconds(history: list[dict], names: list[str], profile: str, state: str, machine: str) -> dict:
     """The expected seconds of running notebooks ``names`` from a cache in ``state`` (cold / warm), per notebook
     from the newest recorded run (``runs.json`` rows) of the same profile and cache state: on this ``machine``
-    as recorded; else as recorded on another machine, unscaled, one of this machine's precision class (native bf16
-    or not, ``_precision_class``) first (the job then rescales the rest by its own first notebooks,
-    ``remaining_seconds``). Scaling by the machines' ``calibration_s`` (one conv net's forward and
-    backward) was dropped: replayed over the recorded whole cold runs of an Intel Xeon and an AMD EPYC
-    (``benchmarks/estimate_replay.py``) it erred by 30-162 % where the unscaled estimate erred by 18-51 % and the
-    estimate after the first notebook by 2-7 %. Returns {"seconds": total of the known, "per_notebook", "basis": per
-    notebook "this machine" | "as on M", "unknown": notebooks no run has timed}. For a warm cache, whole runs (main
-    jobs) come before subsets: a ``--only`` run from a warm cache usually follows a change and recomputes its
-    notebook, so it times a cold one."""
-    per, basis, unknown = {}, {}, []
+    as recorded; else as recorded on another machine, one of this machine's precision class (native bf16 or not,
+    ``_precision_class``) first, scaled by how the two compare on the notebooks both have timed (this machine's
+    own runs, stopped or ``--only`` ones included, or estimates already taken from a better basis: sum of these /
+    sum of the other run's), unscaled where they share none (the job then rescales the rest by its own first
+    notebooks, ``remaining_seconds``). So a job stopped after its first notebooks calibrates the next one's opening
+    estimate as a finished notebook calibrates the rest of its own job (on the AVX2 EPYC: 76 min said, unscaled
+    from a Zen 4's run, where 00 and 01 of its stopped runs give 129 min). Scaling by the machines'
+    ``calibration_s`` (one conv net's forward and backward) was dropped: replayed over the recorded whole cold runs
+    of an Intel Xeon and an AMD EPYC (``benchmarks/estimate_replay.py``) it erred by 30-162 % where the unscaled
+    estimate erred by 18-51 % and the estimate after the first notebook by 2-7 %. Returns {"seconds": total of the
+    known, "per_notebook", "basis": per notebook "this machine" | "as on M" | "as on M x1.75" (the factor applied),
+    "unknown": notebooks no run has timed}. For a warm cache, whole runs (main jobs) come before subsets: a
+    ``--only`` run from a warm cache usually follows a change and recomputes its notebook, so it times a cold
+    one."""
     runs = [r for r in reversed(history) if r.get("profile") == profile and r.get("cache", {}).get("state") == state]
     if state == "warm":  # stable: newest first within each group; runs recorded before "whole" existed were main jobs
         runs.sort(key=lambda r: not r.get("whole", True))
     kin = _precision_class(machine)
-    # another machine that computes as this one does (native bf16 or fp32) before any other (a stable sort)
-    kin_first = sorted(runs, key=lambda r: _precision_class(r.get("machine", "")) != kin)
-    for name in names:
-        own = next((r for r in runs if r.get("machine") == machine and name in r["notebooks"]), None)
-        any_run = next((r for r in kin_first if name in r["notebooks"]), None)
-        if own:
-            per[name], basis[name] = own["notebooks"][name], "this machine"
-        elif any_run:
-            per[name], basis[name] = any_run["notebooks"][name], f"as on {any_run['machine']}"
+    # this machine's runs, then another machine that computes as this one does (native bf16 or fp32) before any
+    # other (stable sorts: newest first within each group)
+    ordered = sorted(runs, key=lambda r: (r.get("machine") != machine, _precision_class(r.get("machine", "")) != kin))
+    known: dict[str, float] = {}  # every notebook's seconds in this machine's terms, from the best basis so far
+    per, basis = {}, {}
+    for run in ordered:
+        times = run["notebooks"]
+        if run.get("machine") == machine:
+            factor, label = 1.0, "this machine"
         else:
-            unknown.append(name)
+            shared = [n for n in times if n in known and times[n] > 0]
+            factor = sum(known[n] for n in shared) / sum(times[n] for n in shared) if shared else 1.0
+            label = f"as on {run['machine']}" + (f" x{factor:.2f}" if shared else "")
+        for name, seconds in times.items():
+            if name not in known:
+                known[name] = seconds * factor
+                if name in names:
+                    per[name], basis[name] = known[name], label
+    per = {n: per[n] for n in names if n in per}
+    basis = {n: basis[n] for n in per}
+    unknown = [n for n in names if n not in per]
     return {"seconds": float(sum(per.values())), "per_notebook": per, "basis": basis, "unknown": unknown}
 
 

@@ -173,7 +173,7 @@ def test_the_summary_shows_a_metric_with_its_interval(tmp_path):
     assert "| kto_typo_top1 | 0.781 [0.752, 0.808] |" in text and "| kto_typo_top1_std | 0.012 |" in text
 
 
-def test_the_time_estimate_reads_this_machines_runs_else_anothers_unscaled():
+def test_the_time_estimate_reads_this_machines_runs_else_anothers_scaled_by_what_both_timed():
     from clipwb.reports import estimate_seconds
 
     runs = [
@@ -188,10 +188,13 @@ def test_the_time_estimate_reads_this_machines_runs_else_anothers_unscaled():
     ]
     est = estimate_seconds(runs, ["00_a", "01_b", "03_d", "04_e"], "full", "cold", "Intel")
     assert est["per_notebook"]["00_a"] == 40.0 and est["basis"]["00_a"] == "this machine"
-    # another machine's seconds as recorded, whatever its calibration_s (the job rescales them as it goes)
-    assert est["per_notebook"]["01_b"] == 1000.0 and est["basis"]["01_b"] == "as on AMD"
+    # another machine's seconds times how this machine compared with it where both timed a notebook (00_a: 40 s
+    # against 100 s), whatever their calibration_s; unscaled where they share none (the job rescales as it goes)
+    assert est["per_notebook"]["01_b"] == pytest.approx(400.0) and est["basis"]["01_b"] == "as on AMD x0.40"
     assert est["per_notebook"]["03_d"] == 9.0 and est["basis"]["03_d"] == "as on GPU"
-    assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(1049.0)
+    assert est["unknown"] == ["04_e"] and est["seconds"] == pytest.approx(449.0)
+    # only the notebooks asked for are estimated, the factor still comes from what both machines timed
+    assert estimate_seconds(runs, ["02_c"], "full", "cold", "Intel")["per_notebook"] == {"02_c": pytest.approx(20.0)}
     warm = estimate_seconds(runs, ["00_a", "01_b"], "full", "warm", "Intel")
     assert warm["seconds"] == 12.0
     # a newer `--only` run from a warm cache that recomputed 01_b (after a change) does not set the warm estimate
@@ -221,9 +224,10 @@ def test_a_new_machine_takes_the_history_of_one_that_computes_as_it_does():
          "notebooks": {"00_a": 100.0, "01_b": 1200.0, "02_c": 400.0}},
     ]
     fp32 = estimate_seconds(runs, ["00_a", "01_b", "02_c"], "full", "cold", line("Intel Core", False))
-    assert fp32["per_notebook"] == {"00_a": 160.0, "01_b": 2900.0, "02_c": 400.0}
+    assert fp32["per_notebook"] == {"00_a": 160.0, "01_b": 2900.0, "02_c": pytest.approx(400.0 * 3060 / 1300)}
     assert fp32["basis"]["01_b"] == f"as on {line('AMD EPYC', False)}"
-    assert fp32["basis"]["02_c"] == f"as on {line('Intel Xeon', True)}"  # no fp32 machine timed it
+    # no fp32 machine timed 02_c: the bf16 machine's time, scaled by how the fp32 one compared on 00 and 01
+    assert fp32["basis"]["02_c"] == f"as on {line('Intel Xeon', True)} x2.35"
     bf16 = estimate_seconds(runs, ["00_a", "01_b"], "full", "cold", line("AMD EPYC", True))
     assert bf16["per_notebook"] == {"00_a": 100.0, "01_b": 1200.0}
     # a machine line that does not say takes the newest run, as before
