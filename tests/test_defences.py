@@ -300,6 +300,13 @@ def test_every_defence_side_by_side_and_cached(tiny, quick_sets, monkeypatch):
     assert runs.curves["paint_ce"][0]["typo_top1"] == zs["typo_top1"]  # alpha 0 is the zero-shot model
     assert runs.curves["paint_ce"][-1]["typo_top1"] == table["ce"]["typo_top1"]  # alpha 1 is the fine-tune
     json.dumps(runs.results), json.dumps(runs.curves), json.dumps(runs.details)
+    # the selection rule's floor travels with the runs: the zero-shot model's clean top-1 there, minus the tolerance
+    assert runs.selection["n"] == 32 and runs.selection["split"] == ("val" if "val" in sets else "train")
+    assert runs.selection["floor"] == pytest.approx(runs.curves["paint_ce"][0]["select_clean_top1"] - 0.01)
+    verdict = D.verdict_rows(runs)  # one training seed: no spread over seeds to judge the choice's edge by
+    assert verdict["selection_edges"]["paint_ce"]["near_edge"] is None
+    assert all(r["selection_near_edge"] is None for r in verdict["rows"] if r["b"] in ("paint_ce", "steering"))
+    json.dumps(verdict)
     # a second call reads every defence from the run cache: nothing trains
     for name in ("train_prefix", "train_projection", "train_linear_map", "greedy_ablation"):
         monkeypatch.setattr(D, name, lambda *a, **k: pytest.fail("retrained a cached defence"))
@@ -462,3 +469,35 @@ def test_po_run_keys_carry_the_precision_the_trainer_resolves(tiny, quick_sets, 
     monkeypatch.delenv("CLIPWB_PRECISION")
     explicit = ctx.keys.config(dataclasses.replace(cfg, precision="fp32"))
     assert explicit[1] == keys["fp32"][1] and explicit[0]["precision"] == "fp32"
+
+
+def test_a_choice_at_the_edge_of_the_clean_tolerance_marks_its_verdicts():
+    """selection_edges: a strength within 2 seed-stds of the clean floor that was chosen, or that would have won had
+    it kept the floor, marks the choice (and notebook 07's verdict rows against it) as at the edge; a choice whose
+    strengths all sit far from the floor, or the zero-shot end, does not. The seeds' curves are averaged with the
+    selection scores' spread (_mean_curve)."""
+    from clipwb.experiments import defences as D
+
+    def curve(cleans, typos):
+        return [{"alpha": a, "select_clean_top1": c, "select_typo_top1": t}
+                for a, c, t in zip((0.0, 0.5, 1.0), cleans, typos)]
+
+    # three seeds: alpha 0.5 keeps the floor (0.89) by 0.4 points with a 0.3-point spread; alpha 1.0 misses it
+    seeds = [curve((0.90, 0.893, 0.880), (0.40, 0.70, 0.80)), curve((0.90, 0.897, 0.882), (0.40, 0.71, 0.80)),
+             curve((0.90, 0.892, 0.884), (0.40, 0.69, 0.81))]
+    mean = D._mean_curve(seeds)
+    assert mean[1]["select_clean_top1"] == pytest.approx(0.894)
+    assert mean[1]["select_clean_top1_std"] == pytest.approx(np.std([0.893, 0.897, 0.892], ddof=1))
+    assert mean[0]["select_clean_top1_std"] == 0.0
+    runs = D.DefenceRuns(curves={"paint_ce": mean}, details={"paint_ce": {"alpha": [0.5, 0.5, 0.5]}},
+                         selection={"split": "val", "n": 1024, "floor": 0.89})
+    edge = D.selection_edges(runs)["paint_ce"]
+    assert edge["chosen"] == 0.5 and edge["near_edge"] is True
+    assert [r["margin_pts"] for r in edge["rows"]] == pytest.approx([1.0, 0.4, -0.8], abs=1e-6)
+    # far from the floor (the same spread, every strength 3 points or more above it): not at the edge
+    far = [curve((0.93, c + 0.04, c + 0.06), t) for c, t in ((0.893, (.4, .7, .8)), (0.897, (.4, .71, .8)),
+                                                             (0.892, (.4, .69, .81)))]
+    runs_far = D.DefenceRuns(curves={"paint_ce": D._mean_curve(far)}, details={"paint_ce": {"alpha": [1.0] * 3}},
+                             selection={"n": 1024, "floor": 0.89})
+    assert D.selection_edges(runs_far)["paint_ce"]["near_edge"] is False
+    assert D.selection_edges(D.DefenceRuns(curves={"paint_ce": mean})) == {}  # no floor recorded: nothing to say

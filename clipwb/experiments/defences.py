@@ -60,6 +60,7 @@ class DefenceRuns:
     details: dict = field(default_factory=dict)  # chosen strengths, ablated heads, configs (per seed: "per_seed")
     scores: dict = field(default_factory=dict)  # defence -> {key: per-image correctness (mean over seeds)}
     seeds: tuple = ()
+    selection: dict = field(default_factory=dict)  # the selection rule's split, its size n and its clean floor
 
     def table(self) -> dict:
         return {d: {k: r.get(k) for k in KEYS} for d, r in self.results.items()}
@@ -213,7 +214,8 @@ def compare_defences(lm, classes, sets: dict, profile: str = "embedded", overrid
     setting = DefenceSetting(tuple(alphas), tuple(ts), select_n, clean_tolerance, seed, tuple(seeds or (None,)),
                              _ranking(head_scores))
     ctx = DefenceContext(lm, classes, sets, profile, overrides, per_method, setting, progress, cache)
-    out = DefenceRuns(seeds=tuple(ctx.training_seed(s) for s in setting.seeds))
+    out = DefenceRuns(seeds=tuple(ctx.training_seed(s) for s in setting.seeds),
+                      selection={"split": ctx.selection_split, "n": len(ctx.sel["true"]), "floor": ctx.floor})
     for name in (n for n in registry if n in only):
         d = registry[name]
         fits = [_fit(ctx, d, s) for s in (setting.seeds if d.trains else (None,))]
@@ -256,6 +258,9 @@ def _mean_curve(curves: list[list[dict]]) -> list[dict]:
         keys = [k for k in row if all(k in c[i] for c in curves)]
         out.append({k: (float(np.mean([c[i][k] for c in curves])) if isinstance(row[k], (int, float))
                         and not isinstance(row[k], bool) else row[k]) for k in keys})
+        # the selection scores' spread over seeds: how far training noise moves a strength against the floor
+        out[-1].update({f"{k}_std": float(np.std([c[i][k] for c in curves], ddof=1)) for k in keys
+                        if k.startswith("select_") and isinstance(row[k], (int, float))})
     return out
 
 
@@ -484,14 +489,56 @@ for _d in (Paint("ce"), Paint("dpo"), DefensePrefix(), Projection(), HeadAblatio
     register_defence(_d)
 
 
+def selection_edges(runs: DefenceRuns, z: float = 2.0) -> dict:
+    """Per defence whose strength the selection rule chose (a curve: PAINT's alpha, the map's t) over several
+    training seeds, whether that choice sits at the edge of the clean tolerance: a strength whose clean top-1 on the
+    selection split is within ``z`` standard deviations over the seeds (``select_clean_top1_std``: training noise;
+    the selection images are fixed) of the floor, and that is the chosen one or would have won had it kept the
+    floor (a higher selection typographic top-1). Such a choice can flip with the training noise that the test-image
+    interval of a verdict does not carry: measured, PAINT-CE's alpha on the conv tower was 0.75 for all three seeds
+    in bf16 (Zen 4, selection clean 0.896 against a floor of 0.891) and 0.5 in fp32 (AVX2 EPYC, 0.888 at 0.75), and
+    KTO against it on typographic top-1 went from -2.9 [-4.4, -1.5] to +2.8 [1.1, 4.6] points. Returns {defence:
+    {"strength", "chosen", "near_edge" (None: one seed, no spread to judge by), "rows": [{strength, "margin_pts"
+    (clean minus floor), "std_pts"}]}}; empty where ``runs`` carries no selection floor."""
+    sel = runs.selection
+    if not sel or "floor" not in sel:
+        return {}
+    floor, out = sel["floor"], {}
+    for name, curve in runs.curves.items():
+        key = "alpha" if "alpha" in curve[0] else "t"
+        chosen = runs.details.get(name, {}).get(key)
+        chosen = sorted(set(chosen)) if isinstance(chosen, list) else [chosen]  # per seed, or the one choice
+        best_typo = max((r["select_typo_top1"] for r in curve if r[key] in chosen), default=-1.0)
+        rows, near = [], False
+        for r in curve:
+            margin, std = r["select_clean_top1"] - floor, r.get("select_clean_top1_std")
+            rows.append({key: r[key], "margin_pts": round(100 * margin, 2),
+                         "std_pts": None if std is None else round(100 * std, 2)})
+            matters = r[key] in chosen or r["select_typo_top1"] > best_typo
+            if std is None:
+                near = None
+            elif near is not None:
+                near |= bool(matters and abs(margin) < z * std)
+        out[name] = {"strength": key, "chosen": chosen if len(chosen) > 1 else chosen[0], "near_edge": near,
+                     "rows": rows}
+    return out
+
+
 def verdict_rows(runs: DefenceRuns, keys=("clean", "typo")) -> dict:
     """Notebook 07's verdicts: the best PO method (``experiments.po.best_po_method`` on test typographic top-1)
     against every row that is not a preference method, on clean and typographic top-1: the difference in points
     (positive: PO ahead), its paired interval over the test images and whether it is significant at 5 %
-    (``experiments.po.paired_verdicts``)."""
+    (``experiments.po.paired_verdicts``). A row against a defence whose chosen strength sits at the edge of the clean
+    tolerance (``selection_edges``) carries ``selection_near_edge``: its verdict holds for that choice, which
+    another seed or precision can flip, and is no finding; "selection_edges" gives the margins."""
     po = best_po_method(runs.results)
     others = [d for d in runs.results if d not in po_methods(baseline=False)]
-    return {"best_po": po, "rows": paired_verdicts(runs.scores, [(po, d) for d in others], keys)}
+    edges = selection_edges(runs)
+    rows = paired_verdicts(runs.scores, [(po, d) for d in others], keys)
+    for row in rows:
+        if row["b"] in edges:
+            row["selection_near_edge"] = edges[row["b"]]["near_edge"]
+    return {"best_po": po, "rows": rows, "selection_edges": edges}
 
 
 def beats_zero_shot(runs: DefenceRuns) -> list[dict]:
