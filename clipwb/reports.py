@@ -313,7 +313,7 @@ def estimate_seconds(history: list[dict], names: list[str], profile: str, state:
     # other (stable sorts: newest first within each group)
     ordered = sorted(runs, key=lambda r: (r.get("machine") != machine, _precision_class(r.get("machine", "")) != kin))
     known: dict[str, float] = {}  # every notebook's seconds in this machine's terms, from the best basis so far
-    per, basis = {}, {}
+    source: dict[str, str] = {}  # and the basis it came from
     for run in ordered:
         times = run["notebooks"]
         if run.get("machine") == machine:
@@ -324,12 +324,10 @@ def estimate_seconds(history: list[dict], names: list[str], profile: str, state:
             label = f"as on {run['machine']}" + (f" x{factor:.2f}" if shared else "")
         for name, seconds in times.items():
             if name not in known:
-                known[name] = seconds * factor
-                if name in names:
-                    per[name], basis[name] = known[name], label
-    per = {n: per[n] for n in names if n in per}
-    basis = {n: basis[n] for n in per}
-    unknown = [n for n in names if n not in per]
+                known[name], source[name] = seconds * factor, label
+    per = {n: known[n] for n in names if n in known}
+    basis = {n: source[n] for n in per}
+    unknown = [n for n in names if n not in known]
     return {"seconds": float(sum(per.values())), "per_notebook": per, "basis": basis, "unknown": unknown}
 
 

@@ -509,18 +509,16 @@ def selection_edges(runs: DefenceRuns, z: float = 2.0) -> dict:
         chosen = runs.details.get(name, {}).get(key)
         chosen = sorted(set(chosen)) if isinstance(chosen, list) else [chosen]  # per seed, or the one choice
         best_typo = max((r["select_typo_top1"] for r in curve if r[key] in chosen), default=-1.0)
+        spread = "select_clean_top1_std" in curve[0]  # _mean_curve adds it to every row over two or more seeds
         rows, near = [], False
         for r in curve:
             margin, std = r["select_clean_top1"] - floor, r.get("select_clean_top1_std")
             rows.append({key: r[key], "margin_pts": round(100 * margin, 2),
                          "std_pts": None if std is None else round(100 * std, 2)})
             matters = r[key] in chosen or r["select_typo_top1"] > best_typo
-            if std is None:
-                near = None
-            elif near is not None:
-                near |= bool(matters and abs(margin) < z * std)
-        out[name] = {"strength": key, "chosen": chosen if len(chosen) > 1 else chosen[0], "near_edge": near,
-                     "rows": rows}
+            near |= bool(spread and matters and abs(margin) < z * std)
+        out[name] = {"strength": key, "chosen": chosen if len(chosen) > 1 else chosen[0],
+                     "near_edge": near if spread else None, "rows": rows}
     return out
 
 
