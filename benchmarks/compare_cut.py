@@ -56,9 +56,19 @@ def compare(before: dict, after: dict, match=()) -> list[dict]:
     return rows
 
 
+# a verdict's outcome; every other scalar field of it (a, b, metric, method, noise_share, task, ...) says which
+# comparison it is, so that rows differing only there (notebook 05's per-method, per-noise rows) stay apart
+OUTCOME_FIELDS = {"ci", "ci_pts", "diff", "diff_pts", "diff_std", "p", "p_mcnemar", "significant"}
+
+
+def _identity(v: dict) -> tuple:
+    return tuple(sorted((k, str(x)) for k, x in v.items()
+                        if k not in OUTCOME_FIELDS and not isinstance(x, (list, dict))))
+
+
 def verdict_rows(d, path: str = "") -> dict:
-    """Every paired verdict of a metrics dict (a list entry with "significant", as ``evaluation.stats`` writes them),
-    keyed by (where it sits, a, b, metric)."""
+    """Every paired verdict of a metrics dict (a list entry with "significant", as ``evaluation.stats`` and
+    ``experiments.gca.versus_baseline`` write them), keyed by (where it sits, the fields that name the comparison)."""
     out = {}
     if isinstance(d, dict):
         for k, v in d.items():
@@ -66,7 +76,7 @@ def verdict_rows(d, path: str = "") -> dict:
     elif isinstance(d, list):
         for i, v in enumerate(d):
             if isinstance(v, dict) and "significant" in v:
-                out[(path, str(v.get("a", v.get("defence"))), str(v.get("b")), str(v.get("metric")))] = v
+                out[(path, _identity(v))] = v
             else:
                 out.update(verdict_rows(v, f"{path}[{i}]"))
     return out
@@ -74,16 +84,22 @@ def verdict_rows(d, path: str = "") -> dict:
 
 def compare_verdicts(before: dict, after: dict) -> list[dict]:
     """The verdicts both runs hold, side by side; ``kept`` is False where significance changed or a significant
-    difference changed sign (a changed conclusion)."""
+    difference changed sign (a changed conclusion). ``a`` is the row's ``a`` (else its defence or method), ``b`` its
+    ``b`` (else "baseline"), ``setting`` the rest of what names it (e.g. noise_share, task)."""
     vb, va = verdict_rows(before), verdict_rows(after)
     rows = []
     for key in sorted(set(vb) & set(va)):
         b, a = vb[key], va[key]
+        ident = dict(key[1])
+        name_a = ident.pop("a", None) or ident.pop("defence", None) or ident.pop("method", None)
+        name_b = ident.pop("b", "baseline")
+        metric = ident.pop("metric", None)
         db, da = (v.get("diff_pts", v.get("diff")) for v in (b, a))
         flipped = b["significant"] != a["significant"] or bool(
             b["significant"] and db is not None and da is not None and (db > 0) != (da > 0))
-        rows.append({"where": key[0], "a": key[1], "b": key[2], "metric": key[3], "before_diff": db,
-                     "before_ci": b.get("ci_pts", b.get("ci")), "before_significant": b["significant"],
+        rows.append({"where": key[0], "a": name_a, "b": name_b, "metric": metric,
+                     "setting": ", ".join(f"{k} {x}" for k, x in ident.items()),
+                     "before_diff": db, "before_ci": b.get("ci_pts", b.get("ci")), "before_significant": b["significant"],
                      "after_diff": da, "after_ci": a.get("ci_pts", a.get("ci")),
                      "after_significant": a["significant"], "kept": not flipped})
     return rows
@@ -113,7 +129,8 @@ def main(argv=None) -> int:
     verdicts = compare_verdicts(before, after)
     for v in verdicts:
         if not v["kept"]:
-            print(f"VERDICT CHANGED {v['where']} {v['a']} vs {v['b']} {v['metric']}: {v['before_diff']} "
+            where = f" ({v['setting']})" if v["setting"] else ""
+            print(f"VERDICT CHANGED {v['where']} {v['a']} vs {v['b']} {v['metric']}{where}: {v['before_diff']} "
                   f"{v['before_ci']} -> {v['after_diff']} {v['after_ci']}")
     if verdicts:
         print(f"{len(verdicts)} paired verdicts in both, {sum(not v['kept'] for v in verdicts)} changed")

@@ -394,3 +394,23 @@ def test_the_cut_comparison_names_a_changed_verdict(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "VERDICT CHANGED other kto vs ce clean_top1" in out and "3 paired verdicts in both, 2 changed" in out
     assert len(json.loads((tmp_path / "c.json").read_text())["verdicts"]) == 3
+
+
+def test_the_cut_comparison_keeps_verdicts_apart_that_differ_only_in_their_setting():
+    """Notebook 05's rows name a method, a task and a noise share instead of a and b: one row per setting."""
+    from conftest import load_benchmark
+
+    mod = load_benchmark("compare_cut")
+    row = lambda m, p, d, sig: {"task": "simclr", "method": m, "metric": "linear_probe_top1", "noise_share": p,  # noqa: E731
+                                "diff": d, "diff_std": 0.01, "ci": [d - 0.02, d + 0.02], "seeds": [0, 1, 2],
+                                "significant": sig}
+    before = {"simclr_vs_ince": [row("rince", 0.0, -0.05, False), row("rince", 0.3, -0.06, True),
+                                 row("gca-uot", 0.0, 0.007, True)]}
+    after = {"simclr_vs_ince": [row("rince", 0.0, -0.05, True), row("rince", 0.3, -0.06, True),
+                                row("gca-uot", 0.0, -0.001, False)]}
+    v = {(r["a"], r["setting"]): r for r in mod.compare_verdicts(before, after)}
+    assert set(v) == {("rince", "noise_share 0.0, task simclr"), ("rince", "noise_share 0.3, task simclr"),
+                      ("gca-uot", "noise_share 0.0, task simclr")}
+    # gca-uot clean lost significance, rince clean gained it, rince noisy kept it
+    assert [v[k]["kept"] for k in sorted(v)] == [False, False, True]
+    assert all(r["b"] == "baseline" and r["metric"] == "linear_probe_top1" for r in v.values())
