@@ -56,14 +56,15 @@ def compare(before: dict, after: dict, match=()) -> list[dict]:
     return rows
 
 
-# a verdict's outcome; every other scalar field of it (a, b, metric, method, noise_share, task, ...) says which
-# comparison it is, so that rows differing only there (notebook 05's per-method, per-noise rows) stay apart
+# a verdict's outcome; every other string or number in it (a, b, metric, method, noise_share, task, ...) says which
+# comparison it is, so that rows differing only there (notebook 05's per-method, per-noise rows) stay apart; flags
+# (True / False / None, e.g. notebook 07's selection_near_edge) annotate a row and do not name it
 OUTCOME_FIELDS = {"ci", "ci_pts", "diff", "diff_pts", "diff_std", "p", "p_mcnemar", "significant"}
 
 
 def _identity(v: dict) -> tuple:
     return tuple(sorted((k, str(x)) for k, x in v.items()
-                        if k not in OUTCOME_FIELDS and not isinstance(x, (list, dict))))
+                        if k not in OUTCOME_FIELDS and isinstance(x, (str, int, float)) and not isinstance(x, bool)))
 
 
 def verdict_rows(d, path: str = "") -> dict:

@@ -406,8 +406,8 @@ def test_the_cut_comparison_keeps_verdicts_apart_that_differ_only_in_their_setti
                                 "significant": sig}
     before = {"simclr_vs_ince": [row("rince", 0.0, -0.05, False), row("rince", 0.3, -0.06, True),
                                  row("gca-uot", 0.0, 0.007, True)]}
-    after = {"simclr_vs_ince": [row("rince", 0.0, -0.05, True), row("rince", 0.3, -0.06, True),
-                                row("gca-uot", 0.0, -0.001, False)]}
+    after = {"simclr_vs_ince": [row("rince", 0.0, -0.05, True), dict(row("rince", 0.3, -0.06, True), near_edge=None),
+                                dict(row("gca-uot", 0.0, -0.001, False), near_edge=True)]}  # a flag names nothing
     v = {(r["a"], r["setting"]): r for r in mod.compare_verdicts(before, after)}
     assert set(v) == {("rince", "noise_share 0.0, task simclr"), ("rince", "noise_share 0.3, task simclr"),
                       ("gca-uot", "noise_share 0.0, task simclr")}
