@@ -130,8 +130,8 @@ def main(argv=None) -> int:
     verdicts = compare_verdicts(before, after)
     for v in verdicts:
         if not v["kept"]:
-            where = f" ({v['setting']})" if v["setting"] else ""
-            print(f"VERDICT CHANGED {v['where']} {v['a']} vs {v['b']} {v['metric']}{where}: {v['before_diff']} "
+            setting = f" ({v['setting']})" if v["setting"] else ""
+            print(f"VERDICT CHANGED {v['where']} {v['a']} vs {v['b']} {v['metric']}{setting}: {v['before_diff']} "
                   f"{v['before_ci']} -> {v['after_diff']} {v['after_ci']}")
     if verdicts:
         print(f"{len(verdicts)} paired verdicts in both, {sum(not v['kept'] for v in verdicts)} changed")
