@@ -345,3 +345,71 @@ def test_a_chunked_forward_gives_the_loss_and_gradient_of_one_pass(tiny, small):
     for bad in (-1, "yes", 1.5, True):
         with pytest.raises(ValueError, match="forward_chunk must be"):
             _cfg(forward_chunk=bad)
+
+
+def test_the_fast_tower_forward_is_open_clips_forward_with_fewer_passes(tiny, small):
+    """training.fast_tower (folded BatchNorms, one-query attention pool) computes open_clip's ModifiedResNet forward in
+    eval mode: the same features and gradients of every parameter up to float rounding (attnpool.k_proj.bias aside:
+    its true gradient is 0, a key bias shifts every logit of a row alike, so both sides hold rounding noise), in both
+    memory formats; the trainer uses it on the conv tower only, and PO run keys say so, so that a run made with
+    open_clip's forward is not read back for it, while a ViT's keys stay as they were."""
+    import copy
+    import dataclasses
+
+    import open_clip
+
+    from clipwb.experiments.context import RunKeys
+    from clipwb.training.fast_tower import fast_tower_applies, resnet_policy_forward
+    from clipwb.training.po_trainer import result_key
+    from clipwb.training.trainable import uses_fast_tower
+
+    visual = copy.deepcopy(tiny.model.visual).eval()
+    for p in visual.parameters():
+        p.requires_grad_(True)
+    w = torch.randn(visual.output_dim, generator=torch.Generator().manual_seed(1))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        visual = visual.to(memory_format=fmt)
+        x = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
+        out = []
+        for fwd in (visual, lambda v: resnet_policy_forward(visual, v)):
+            visual.zero_grad(set_to_none=True)
+            f = fwd(x)
+            (f @ w).sin().sum().backward()
+            out.append((f.detach(), {n: p.grad.clone() for n, p in visual.named_parameters()}))
+        (f0, g0), (f1, g1) = out
+        torch.testing.assert_close(f1, f0, rtol=1e-5, atol=1e-4)
+        assert g0.keys() == g1.keys()
+        scale = max(float(g.norm()) for g in g0.values())
+        for n in g0:  # a wrong fold or pool moves a gradient by O(1) of its norm; rounding by ~1e-5
+            tol = 1e-5 * scale if n == "attnpool.k_proj.bias" else 1e-3 * float(g0[n].norm())
+            assert float((g1[n] - g0[n]).norm()) <= tol, n
+
+    assert fast_tower_applies(tiny.model) and uses_fast_tower(_cfg(), tiny.model)
+    assert not uses_fast_tower(_cfg(fast_tower="off"), tiny.model)
+    assert not uses_fast_tower(_cfg(train="linear_head"), tiny.model)
+    training = copy.deepcopy(tiny.model).train()  # batch statistics: not the function it computes
+    assert not fast_tower_applies(training) and fast_tower_applies(training, as_policy=True)
+    vit = open_clip.create_model("clipwb-tiny-vit").eval()
+    assert not fast_tower_applies(vit) and not uses_fast_tower(_cfg(), vit, as_policy=True)
+    with pytest.raises(ValueError, match="fast_tower must be"):
+        _cfg(fast_tower="on")
+
+    classes, data = small
+    sets = {"train": data["train"], "test": data["test"]}
+    conv, on_vit = RunKeys(tiny, classes, sets), RunKeys(dataclasses.replace(tiny, model=vit), classes, sets)
+    assert conv.config(_cfg())[0] == {**result_key(_cfg()), "fast_tower": "auto"}
+    assert conv.config(_cfg()) != conv.config(_cfg(fast_tower="off"))
+    assert on_vit.config(_cfg())[0] == result_key(_cfg()) and "fast_tower" not in result_key(_cfg())
+
+    # in the trainer: pi_theta = pi_ref at step 0 (DPO's first loss log 2), and a short, well-conditioned run (warm-up,
+    # lr 1e-4) follows open_clip's forward step by step. Weights are no test here: Adamax normalises each element's
+    # update, so elements with near-zero gradients (attnpool's q/k projections) move by rounding noise either way
+    fast = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(epochs=2, lr=1e-4, warmup=2),
+                    progress=False)
+    slow = train_po(tiny.model, tiny.tokenizer, classes, data["train"], _cfg(epochs=2, lr=1e-4, warmup=2,
+                                                                             fast_tower="off"), progress=False)
+    assert fast.log[0]["loss"] == pytest.approx(np.log(2), abs=1e-6)
+    assert fast.steps == slow.steps >= 6
+    losses = [(a["loss"], b["loss"]) for a, b in zip(fast.log, slow.log)]
+    assert len({round(b, 3) for _, b in losses}) > 3  # the loss moves
+    assert all(a == pytest.approx(b, rel=1e-3, abs=1e-4) for a, b in losses), losses

@@ -17,6 +17,7 @@ from ..evaluation.stats import pack_correct, unpack_correct
 from ..evaluation.typographic import classifier_eval, po_eval
 from ..precision import resolve_precision
 from ..training.po_trainer import POConfig, po_config, result_key, train_po
+from ..training.trainable import uses_fast_tower
 
 
 class RunKeys:
@@ -30,11 +31,15 @@ class RunKeys:
         self.base = [fingerprint(lm.model), list(classes), fingerprint({k: v for k, v in sets.items() if k != "val"})]
 
     def config(self, cfg: POConfig) -> list:
-        """The config part of a run's key: ``result_key(cfg)`` and the precision the trainer resolves it to for
-        this model on this machine (``precision="auto"`` is a per-machine, per-model measured choice, and
-        ``CLIPWB_PRECISION`` overrides it: a cache shared between machines, or a changed choice, must not hand a
-        run trained in bf16 to one that would train in fp32)."""
-        return [result_key(cfg), resolve_precision(cfg.precision, cfg.device, model=self.model).cache_key()]
+        """The config part of a run's key: ``result_key(cfg)`` (with ``fast_tower`` where the policy runs
+        ``training.fast_tower``'s forward, whose float rounding differs from open_clip's) and the precision the
+        trainer resolves it to for this model on this machine (``precision="auto"`` is a per-machine, per-model
+        measured choice, and ``CLIPWB_PRECISION`` overrides it: a cache shared between machines, or a changed choice,
+        must not hand a run trained in bf16 to one that would train in fp32)."""
+        rk = result_key(cfg)
+        if uses_fast_tower(cfg, self.model, as_policy=True):  # another float rounding than open_clip's forward
+            rk = {**rk, "fast_tower": cfg.fast_tower}
+        return [rk, resolve_precision(cfg.precision, cfg.device, model=self.model).cache_key()]
 
     def run(self, cfg: POConfig) -> list:
         return [*self.config(cfg), *self.base]

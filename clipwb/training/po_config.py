@@ -56,6 +56,11 @@ class POConfig:
     # (a 512-image batch in one pass runs ~10-30 % slower there: attention and MLP activations outgrow the caches;
     # ``benchmarks/po_forward_chunk.py``), the whole batch otherwise; an int n: chunks of n; 0: the whole batch
     forward_chunk: int | str = "auto"
+    # the policy's forward through an open_clip ModifiedResNet tower (RN50 family, the tiny conv tower): "auto" =
+    # BatchNorms folded into their convolutions and the attention pool computing only the query it returns (the same
+    # function up to float rounding, fewer passes: training.fast_tower) where the tower is one; "off": open_clip's
+    # own forward. Other towers (ViT) are unaffected
+    fast_tower: str = "auto"
 
     def __post_init__(self):
         if self.method not in po_methods():
@@ -90,6 +95,8 @@ class POConfig:
                                                   and self.forward_chunk >= 0)):
             raise ValueError(f"forward_chunk must be 'auto' or an int >= 0 (0: the whole batch in one pass), got "
                              f"{self.forward_chunk!r}")
+        if self.fast_tower not in ("auto", "off"):
+            raise ValueError(f"fast_tower must be 'auto' or 'off', got {self.fast_tower!r}")
         if self.kto_z0 not in KTO_Z0:
             raise ValueError(f"kto_z0 must be one of {list(KTO_Z0)}, got {self.kto_z0!r}")
 
@@ -106,7 +113,8 @@ def po_config(profile: str = "reference", **overrides) -> POConfig:
 
 
 # POConfig fields that do not change the weights (a resume may change them)
-_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to", "compile", "forward_chunk")
+_NOT_IDENTITY = ("checkpoint_every", "device", "precision", "num_workers", "report_to", "compile", "forward_chunk",
+                 "fast_tower")
 
 
 def data_fingerprint(data: dict) -> str:
@@ -135,6 +143,10 @@ def result_key(cfg: POConfig) -> dict:
     for k in ("compile", "forward_chunk"):  # resolved per device (the cache is per machine): as before they existed
         if d[k] == "auto":
             del d[k]
+    # resolved per model: the run cache adds whether it applies (experiments.context.RunKeys), so that a ViT run's key
+    # is as before it existed and a conv tower's run made with open_clip's forward is not read back for it
+    if d["fast_tower"] == "auto":
+        del d["fast_tower"]
     return d
 
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..models.inputs import images_to_tensor, is_transformer_tower
 from .reference import image_features
 from .averaging import BMA
+from .fast_tower import fast_tower_applies, resnet_policy_forward
 from .distributed import Setup
 from .po_config import POConfig
 
@@ -57,6 +58,13 @@ def fold_linear_head(model: nn.Module, W: torch.Tensor) -> nn.Module:
     return model
 
 
+def uses_fast_tower(cfg: POConfig, model: nn.Module, as_policy: bool = False) -> bool:
+    """Whether ``cfg``'s policy runs ``training.fast_tower``'s forward on ``model`` (``POConfig.fast_tower``
+    "auto", an open_clip ModifiedResNet tower in eval mode, and a mode that runs the tower); ``as_policy``: once the
+    trainer has put ``model`` in eval mode (what a run's cache key asks of the pretrained model)."""
+    return cfg.fast_tower == "auto" and cfg.train != "linear_head" and fast_tower_applies(model, as_policy)
+
+
 def forward_chunk(setting, model: nn.Module, device) -> int:
     """Images per forward pass of the image tower (``POConfig.forward_chunk``; 0 = the whole batch): "auto" is 128
     for a transformer tower on CPU, where whole 512-image batches outgrow the caches, else 0."""
@@ -69,9 +77,10 @@ class Policy(nn.Module):
     """What one step differentiates: image features (through the tower, or a head on cached features) and, when
     the text tower trains, the class features."""
 
-    def __init__(self, model: nn.Module, mode: str, dim: int, chunk: int = 0):
+    def __init__(self, model: nn.Module, mode: str, dim: int, chunk: int = 0, fast: bool = False):
         super().__init__()
         self.model, self.mode, self.chunk = model, mode, chunk
+        self.fast = fast  # training.fast_tower: folded BatchNorms, one-query attention pool (ModifiedResNet)
         self.head = nn.Linear(dim, dim, bias=False) if mode == "linear_head" else None
         if self.head is not None:
             nn.init.eye_(self.head.weight)
@@ -79,10 +88,12 @@ class Policy(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor | None = None):
         if self.head is not None:
             img = self.head(images)
-        elif self.chunk and len(images) > self.chunk:  # one graph over the chunks: one backward, the same loss
-            img = torch.cat([self.model.visual(images[i:i + self.chunk]) for i in range(0, len(images), self.chunk)])
         else:
-            img = self.model.visual(images)
+            tower = (lambda x: resnet_policy_forward(self.model.visual, x)) if self.fast else self.model.visual
+            if self.chunk and len(images) > self.chunk:  # one graph over the chunks: one backward, the same loss
+                img = torch.cat([tower(images[i:i + self.chunk]) for i in range(0, len(images), self.chunk)])
+            else:
+                img = tower(images)
         txt = self.model.encode_text(tokens) if tokens is not None else None
         return img, txt
 
@@ -102,8 +113,8 @@ class Trainable:
                 p.requires_grad_(False)
             self.cached_typo = image_features(ref, data["typo"], 512, setup.device, setup.prec)
             self.cached_clean = image_features(ref, data["clean"], 512, setup.device, setup.prec) if need_clean else None
-        self.policy = Policy(policy_model, cfg.train, dim, forward_chunk(cfg.forward_chunk, policy_model,
-                                                                        setup.device)).to(setup.device)
+        self.policy = Policy(policy_model, cfg.train, dim, forward_chunk(cfg.forward_chunk, policy_model, setup.device),
+                             fast=uses_fast_tower(cfg, policy_model)).to(setup.device)
         self.names = [nm for nm, p in self.policy.named_parameters() if p.requires_grad]
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
 
