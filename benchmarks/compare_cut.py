@@ -46,8 +46,10 @@ def compare(before: dict, after: dict, match=()) -> list[dict]:
     fb, fa = flatten(before), flatten(after)
     rows = []
     for k in sorted(set(fb) & set(fa)):
-        if not isinstance(fb[k], float) or k.endswith(".std") or "seconds" in k or (match and not any(
-                m in k for m in match)):
+        # a number on both sides (a key that is a number on one side and a [low, high] pair on the other, as when
+        # a per-seed list has two entries in one run, is no comparison)
+        if not (isinstance(fb[k], float) and isinstance(fa[k], float)) or k.endswith(".std") or "seconds" in k or (
+                match and not any(m in k for m in match)):
             continue
         ib, ia = interval(fb, k), interval(fa, k)
         overlap = None if ib is None or ia is None else bool(ib[0] <= ia[1] and ia[0] <= ib[1])

@@ -7,7 +7,9 @@ and inputs (issue 4), and check that the PO losses agree with the reference patt
   re-encode the images and all prompts every step;
 - openclip_contrastive: one open_clip_train-style step (both towers, open_clip's ClipLoss, AdamW) on the same
   images with their class prompts as captions;
-- floor: a bare forward and backward of the image tower over the same images with a trivial loss;
+- floor: a bare forward and backward of the image tower over the same images with a trivial loss, through the
+  forward the trainer uses (``training.fast_tower``'s for an open_clip ModifiedResNet, as ``POConfig.fast_tower``
+  "auto" has it; open_clip's own otherwise), so that ours / floor measures the trainer's overhead;
 - floor_compiled: the same under ``torch.compile`` (``--compile-floor``; on by default on CUDA).
 
 The FLOPs of one image's forward and backward through the image tower are counted by torch's ``FlopCounterMode``
@@ -40,6 +42,7 @@ from clipwb.losses.po import po_loss
 from clipwb.models import load_model
 from clipwb.precision import cpu_info, device_slug, resolve_precision
 from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
+from clipwb.training.trainable import uses_fast_tower
 from clipwb.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -132,8 +135,11 @@ def openclip_contrastive(lm, classes, data, cfg, batches, device, amp):
 
 
 def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
+    from clipwb.training.fast_tower import resnet_policy_forward
+
     m = copy.deepcopy(lm.model).to(device).eval()
-    tower = torch.compile(m.visual) if compiled else m.visual
+    forward = (lambda x: resnet_policy_forward(m.visual, x)) if uses_fast_tower(cfg, m) else m.visual
+    tower = torch.compile(forward) if compiled else forward
     times = []
     for idx in batches:
         _sync(device)
@@ -277,6 +283,8 @@ def main():
     out = {"img_per_s": ips, "step_seconds": step_s, "ratios": ratios, "targets": targets,
            "flops_per_image_fwd_bwd": fpi, "achieved_tflops": tflops, "peak_tflops": peak, "mfu": mfu,
            "device_name": device_name, "compiled": {"ours": bool(res.compiled), "floor_compiled": compile_floor},
+           # ours and the floors run training.fast_tower's forward where it applies (FLOPs: open_clip's forward)
+           "fast_tower": uses_fast_tower(cfg, lm.model, as_policy=True),
            "loss_agreement": agree, "max_loss_abs_diff": max(v["abs_diff"] for v in agree.values()),
            "model": args.model, "batch_pairs": args.batch, "images_per_step": imgs, "steps": args.steps,
            "rounds": args.rounds, "method": args.method, "bf16": amp, "device": str(device),

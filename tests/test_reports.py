@@ -356,9 +356,11 @@ def test_the_cut_comparison_pairs_metrics_with_their_intervals(tmp_path, capsys)
 
     mod = load_benchmark("compare_cut")
     before = {"a_top1": 0.80, "a_top1_ci": [0.77, 0.83], "g": {"m": {"mean": 0.5, "std": 0.01}},
-              "b_top1": 0.5, "b_top1_ci": [0.47, 0.53], "notebook_seconds": 100.0, "only_before": 1.0}
+              "b_top1": 0.5, "b_top1_ci": [0.47, 0.53], "notebook_seconds": 100.0, "only_before": 1.0,
+              "chosen": 0.5}
+    # "chosen": a number before, a pair after (notebook 07's per-seed choice of PAINT's alpha): no comparison
     after = {"a_top1": 0.79, "a_top1_ci": [0.76, 0.82], "g": {"m": {"mean": 0.6, "std": 0.01}},
-             "b_top1": 0.5, "notebook_seconds": 40.0}
+             "b_top1": 0.5, "notebook_seconds": 40.0, "chosen": [0.5, 0.75]}
     (tmp_path / "b.json").write_text(json.dumps(before))
     (tmp_path / "a.json").write_text(json.dumps(after))
     rows = {r["metric"]: r for r in mod.compare(before, after)}
