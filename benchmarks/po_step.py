@@ -7,8 +7,8 @@ and inputs (issue 4), and check that the PO losses agree with the reference patt
   re-encode the images and all prompts every step;
 - openclip_contrastive: one open_clip_train-style step (both towers, open_clip's ClipLoss, AdamW) on the same
   images with their class prompts as captions;
-- floor: a bare forward and backward of the image tower over the same images with a trivial loss, through the
-  forward the trainer uses (``training.fast_tower``'s for an open_clip ModifiedResNet, as ``POConfig.fast_tower``
+- floor: a bare forward and backward of the image tower over the same images with a trivial loss, in the memory
+  format and through the forward the trainer uses (``training.fast_tower``'s for an open_clip ModifiedResNet, as ``POConfig.fast_tower``
   "auto" has it; open_clip's own otherwise), so that ours / floor measures the trainer's overhead;
 - floor_compiled: the same under ``torch.compile`` (``--compile-floor``; on by default on CUDA).
 
@@ -134,10 +134,16 @@ def openclip_contrastive(lm, classes, data, cfg, batches, device, amp):
     return times
 
 
-def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
+def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False, channels_last: bool | None = None):
+    """The bare forward + backward; ``channels_last``: the trainer's memory format (None: what ``cfg.precision``
+    resolves to for this model here, as the trainer resolves it)."""
     from clipwb.training.fast_tower import resnet_policy_forward
 
     m = copy.deepcopy(lm.model).to(device).eval()
+    if channels_last is None:
+        channels_last = resolve_precision(cfg.precision, device, model=m).channels_last
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
     forward = (lambda x: resnet_policy_forward(m.visual, x)) if uses_fast_tower(cfg, m) else m.visual
     tower = torch.compile(forward) if compiled else forward
     times = []
@@ -145,6 +151,8 @@ def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
         _sync(device)
         t = time.perf_counter()
         x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = tower(x).float().sum()
         m.zero_grad(set_to_none=True)

@@ -12,8 +12,8 @@ embedded world's tiny conv tower), the same function with less work (``POConfig.
   token alone queries the HW + 1 keys and values.
 
 Both are exact in real arithmetic; in floats the outputs agree with open_clip's forward to rounding (tested, with
-their gradients). On a 2-core AMD EPYC with AVX2 only (fp32) the tiny tower's PO step of 512 images takes 0.815x
-the time it takes with open_clip's forward, side by side (``benchmarks/fast_tower.py``)."""
+their gradients). On a 2-core AMD EPYC with AVX2 only (fp32) the tiny tower's PO step of 512 images takes 0.74-0.82x
+the time it takes with open_clip's forward, side by side (two runs of ``benchmarks/fast_tower.py``)."""
 from __future__ import annotations
 
 import torch
