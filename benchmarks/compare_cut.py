@@ -102,7 +102,8 @@ def compare_verdicts(before: dict, after: dict) -> list[dict]:
             b["significant"] and db is not None and da is not None and (db > 0) != (da > 0))
         rows.append({"where": key[0], "a": name_a, "b": name_b, "metric": metric,
                      "setting": ", ".join(f"{k} {x}" for k, x in ident.items()),
-                     "before_diff": db, "before_ci": b.get("ci_pts", b.get("ci")), "before_significant": b["significant"],
+                     "before_diff": db, "before_ci": b.get("ci_pts", b.get("ci")),
+                     "before_significant": b["significant"],
                      "after_diff": da, "after_ci": a.get("ci_pts", a.get("ci")),
                      "after_significant": a["significant"], "kept": not flipped})
     return rows

@@ -8,8 +8,9 @@ and inputs (issue 4), and check that the PO losses agree with the reference patt
 - openclip_contrastive: one open_clip_train-style step (both towers, open_clip's ClipLoss, AdamW) on the same
   images with their class prompts as captions;
 - floor: a bare forward and backward of the image tower over the same images with a trivial loss, in the memory
-  format and through the forward the trainer uses (``training.fast_tower``'s for an open_clip ModifiedResNet, as ``POConfig.fast_tower``
-  "auto" has it; open_clip's own otherwise), so that ours / floor measures the trainer's overhead;
+  format and through the forward the trainer uses (``training.fast_tower``'s for an open_clip ModifiedResNet, as
+  ``POConfig.fast_tower="auto"`` has it; open_clip's own otherwise), so that ours / floor measures the trainer's
+  overhead;
 - floor_compiled: the same under ``torch.compile`` (``--compile-floor``; on by default on CUDA).
 
 The FLOPs of one image's forward and backward through the image tower are counted by torch's ``FlopCounterMode``
@@ -42,7 +43,7 @@ from clipwb.losses.po import po_loss
 from clipwb.models import load_model
 from clipwb.precision import cpu_info, device_slug, resolve_precision
 from clipwb.training.po_trainer import POConfig, class_features, reference_logprobs, resolve_device, train_po
-from clipwb.training.trainable import uses_fast_tower
+from clipwb.training.trainable import policy_tower, uses_fast_tower
 from clipwb.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -134,17 +135,14 @@ def openclip_contrastive(lm, classes, data, cfg, batches, device, amp):
     return times
 
 
-def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False, channels_last: bool | None = None):
-    """The bare forward + backward; ``channels_last``: the trainer's memory format (None: what ``cfg.precision``
-    resolves to for this model here, as the trainer resolves it)."""
-    from clipwb.training.fast_tower import resnet_policy_forward
-
+def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
+    """The bare forward + backward, in the memory format ``cfg.precision`` resolves to for this model here and
+    through the forward the policy runs, as the trainer has them."""
     m = copy.deepcopy(lm.model).to(device).eval()
-    if channels_last is None:
-        channels_last = resolve_precision(cfg.precision, device, model=m).channels_last
+    channels_last = resolve_precision(cfg.precision, device, model=m).channels_last
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
-    forward = (lambda x: resnet_policy_forward(m.visual, x)) if uses_fast_tower(cfg, m) else m.visual
+    forward = policy_tower(m, uses_fast_tower(cfg, m))
     tower = torch.compile(forward) if compiled else forward
     times = []
     for idx in batches:

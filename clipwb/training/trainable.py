@@ -3,6 +3,7 @@ final raw and averaged weights are written back into an open_clip model."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn as nn
@@ -65,6 +66,12 @@ def uses_fast_tower(cfg: POConfig, model: nn.Module, as_policy: bool = False) ->
     return cfg.fast_tower == "auto" and cfg.train != "linear_head" and fast_tower_applies(model, as_policy)
 
 
+def policy_tower(model: nn.Module, fast: bool):
+    """The image tower's forward as the policy runs it: ``training.fast_tower``'s where ``fast`` (see
+    ``uses_fast_tower``), else the tower itself."""
+    return functools.partial(resnet_policy_forward, model.visual) if fast else model.visual
+
+
 def forward_chunk(setting, model: nn.Module, device) -> int:
     """Images per forward pass of the image tower (``POConfig.forward_chunk``; 0 = the whole batch): "auto" is 128
     for a transformer tower on CPU, where whole 512-image batches outgrow the caches, else 0."""
@@ -89,7 +96,7 @@ class Policy(nn.Module):
         if self.head is not None:
             img = self.head(images)
         else:
-            tower = (lambda x: resnet_policy_forward(self.model.visual, x)) if self.fast else self.model.visual
+            tower = policy_tower(self.model, self.fast)
             if self.chunk and len(images) > self.chunk:  # one graph over the chunks: one backward, the same loss
                 img = torch.cat([tower(images[i:i + self.chunk]) for i in range(0, len(images), self.chunk)])
             else:
@@ -113,8 +120,8 @@ class Trainable:
                 p.requires_grad_(False)
             self.cached_typo = image_features(ref, data["typo"], 512, setup.device, setup.prec)
             self.cached_clean = image_features(ref, data["clean"], 512, setup.device, setup.prec) if need_clean else None
-        self.policy = Policy(policy_model, cfg.train, dim, forward_chunk(cfg.forward_chunk, policy_model, setup.device),
-                             fast=uses_fast_tower(cfg, policy_model)).to(setup.device)
+        chunk = forward_chunk(cfg.forward_chunk, policy_model, setup.device)
+        self.policy = Policy(policy_model, cfg.train, dim, chunk, fast=uses_fast_tower(cfg, policy_model)).to(setup.device)
         self.names = [nm for nm, p in self.policy.named_parameters() if p.requires_grad]
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
 
