@@ -13,7 +13,7 @@ differs). Prints one table and writes ``benchmarks/results/fast_tower_<model>_<c
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib.util
 import json
 import math
 import statistics
@@ -25,13 +25,20 @@ HERE = Path(__file__).resolve().parent
 SETTINGS = ("off", "auto")
 
 
+def _po_forward_chunk():
+    spec = importlib.util.spec_from_file_location("po_forward_chunk", HERE / "po_forward_chunk.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run(model: str = "tiny", steps: int = 6, repeats: int = 3, method: str = "dpo") -> dict:
     import torch
 
     from clipwb.data.sets import AttackSetsConfig, attack_arrays
     from clipwb.models import load_model
     from clipwb.precision import cpu_info, device_slug
-    from clipwb.training.po_trainer import po_config, train_po
+    from clipwb.training.po_trainer import po_config
     from clipwb.training.trainable import uses_fast_tower
     from clipwb.world import World
 
@@ -41,17 +48,9 @@ def run(model: str = "tiny", steps: int = 6, repeats: int = 3, method: str = "dp
         raise SystemExit(f"{model}'s image tower is not an open_clip ModifiedResNet: fast_tower does not apply")
     classes, sets, _ = attack_arrays("world", world=World(seed=0), n_train=-(-cfg.batch_size * steps // 3), n_test=8,
                                      cfg=AttackSetsConfig(k=3, seed=0), progress=False, storage="memory")
-    step_s = {s: [] for s in SETTINGS}
-    finals, first_loss = {}, {}
-    for r in range(repeats):
-        for s in SETTINGS:
-            res = train_po(lm.model, lm.tokenizer, classes, sets["train"],
-                           dataclasses.replace(cfg, epochs=1, fast_tower=s), progress=False, save=False)
-            t = [row["seconds"] for row in res.log]
-            step_s[s].append(statistics.median(b - a for a, b in zip(t, t[1:])))
-            if r == 0:
-                finals[s] = {k: v.detach().clone() for k, v in res.model.state_dict().items()}
-                first_loss[s] = res.log[0]["loss"]
+    step_s, finals, logs, res = _po_forward_chunk().alternate(lm, classes, sets["train"], cfg, "fast_tower", SETTINGS,
+                                                             repeats)
+    first_loss = {s: log[0]["loss"] for s, log in logs.items()}
     med = {s: statistics.median(v) for s, v in step_s.items()}
     moved = max(float((finals["off"][k].float() - lm.model.state_dict()[k].float()).abs().max()) for k in finals["off"])
     diff = max(float((finals["auto"][k].float() - finals["off"][k].float()).abs().max()) for k in finals["off"])

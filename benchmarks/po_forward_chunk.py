@@ -23,13 +23,33 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def alternate(lm, classes, train, cfg, field: str, values, repeats: int):
+    """The trainer's short job (one epoch of ``train`` with ``cfg``) once per value of the POConfig ``field``, the
+    values taking turns ``repeats`` times. Returns ({value: [median step seconds per repeat]}, {value: final state dict
+    of the first repeat}, {value: the first repeat's log})."""
+    from clipwb.training.po_trainer import train_po
+
+    step_s = {v: [] for v in values}
+    finals, logs = {}, {}
+    for r in range(repeats):
+        for v in values:
+            res = train_po(lm.model, lm.tokenizer, classes, train, dataclasses.replace(cfg, epochs=1, **{field: v}),
+                           progress=False, save=False)
+            t = [row["seconds"] for row in res.log]
+            step_s[v].append(statistics.median(b - a for a, b in zip(t, t[1:])))
+            if r == 0:
+                finals[v] = {k: x.detach().clone() for k, x in res.model.state_dict().items()}
+                logs[v] = res.log
+    return step_s, finals, logs, res
+
+
 def run(model: str = "tiny-vit", chunks=(0, 128, 64), steps: int = 6, repeats: int = 3, method: str = "dpo") -> dict:
     import torch
 
     from clipwb.data.sets import AttackSetsConfig, attack_arrays
     from clipwb.models import load_model
     from clipwb.precision import cpu_info, device_slug
-    from clipwb.training.po_trainer import po_config, train_po
+    from clipwb.training.po_trainer import po_config
     from clipwb.training.trainable import forward_chunk
     from clipwb.world import World
 
@@ -38,17 +58,7 @@ def run(model: str = "tiny-vit", chunks=(0, 128, 64), steps: int = 6, repeats: i
     n_pairs = cfg.batch_size * steps
     classes, sets, _ = attack_arrays("world", world=World(seed=0), n_train=-(-n_pairs // 3), n_test=8,
                                      cfg=AttackSetsConfig(k=3, seed=0), progress=False, storage="memory")
-    train = sets["train"]
-    step_s = {c: [] for c in chunks}
-    finals = {}
-    for r in range(repeats):
-        for c in chunks:
-            res = train_po(lm.model, lm.tokenizer, classes, train, dataclasses.replace(cfg, epochs=1, forward_chunk=c),
-                           progress=False, save=False)
-            t = [row["seconds"] for row in res.log]
-            step_s[c].append(statistics.median(b - a for a, b in zip(t, t[1:])))
-            if r == 0:
-                finals[c] = {k: v.detach().clone() for k, v in res.model.state_dict().items()}
+    step_s, finals, _, res = alternate(lm, classes, sets["train"], cfg, "forward_chunk", chunks, repeats)
     base = chunks[0]
     med = {c: statistics.median(v) for c, v in step_s.items()}
     diff = {c: max(float((finals[c][k].float() - finals[base][k].float()).abs().max()) for k in finals[base])
