@@ -139,18 +139,15 @@ def floor(lm, classes, data, cfg, batches, device, amp, compiled: bool = False):
     """The bare forward + backward, in the memory format ``cfg.precision`` resolves to for this model here and
     through the forward the policy runs, as the trainer has them."""
     m = copy.deepcopy(lm.model).to(device).eval()
-    channels_last = resolve_precision(cfg.precision, device, model=m).channels_last
-    if channels_last:
-        m = m.to(memory_format=torch.channels_last)
+    prec = resolve_precision(cfg.precision, device, model=m)
+    m = prec.layout(m)
     forward = policy_tower(m, uses_fast_tower(cfg, m))
     tower = torch.compile(forward) if compiled else forward
     times = []
     for idx in batches:
         _sync(device)
         t = time.perf_counter()
-        x = images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prec.layout(images_to_tensor(np.concatenate([data["typo"][idx], data["clean"][idx]]), m))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = tower(x).float().sum()
         m.zero_grad(set_to_none=True)

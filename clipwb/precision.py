@@ -53,6 +53,11 @@ class Precision:
         dev = torch.device(device).type
         return torch.autocast(dev, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
 
+    def layout(self, x):
+        """``x`` (a conv tower or its input batch) in this precision's memory format: channels-last where
+        ``channels_last``, else ``x`` itself."""
+        return x.to(memory_format=torch.channels_last) if self.channels_last else x
+
     def to_dict(self) -> dict:
         return asdict(self)
 

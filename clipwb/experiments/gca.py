@@ -306,12 +306,11 @@ def train_gca(cfg: GCAConfig, data: ObjectData | None = None, progress: bool = T
     partner = torch.from_numpy(_noisy_partner(cfg.n_train, cfg.noise_share, rng))
     model = SmallConvNet(cfg.width, cfg.embed_dim)
     prec = gca_precision(cfg)
-    layout = torch.channels_last if prec.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
+    model = prec.layout(model)
 
     def encode(v):  # the image encoder under this machine's precision; the loss gets fp32 embeddings
         with prec.autocast_ctx("cpu"):
-            return model(v.contiguous(memory_format=layout)).float()
+            return model(prec.layout(v)).float()
 
     params = list(model.parameters())
     if cfg.task == "clip":

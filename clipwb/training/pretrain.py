@@ -256,8 +256,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
                                    **({"pretrained": str(init_path)} if init_path else {}))
     prec = resolve_precision(cfg.precision, device, model=model)
     tokens = tokens.to(device)
-    if prec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = prec.layout(model)
     teacher_f = None
     if cfg.teacher:
         from ..models.loading import load_model
@@ -280,9 +279,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log_path: str | Path | 
     for step in bar:
         idx = batch_indices(step)
         tidx = torch.from_numpy(idx).to(device)
-        x = images_to_tensor(data.images[idx], model)
-        if prec.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prec.layout(images_to_tensor(data.images[idx], model))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with prec.autocast_ctx(x.device):

@@ -26,9 +26,7 @@ def logit_scale_of(model) -> torch.Tensor:
 def image_features(model, images: np.ndarray, batch: int, device, prec: Precision) -> torch.Tensor:
     out = []
     for i in range(0, len(images), batch):
-        x = images_to_tensor(images[i:i + batch], model)
-        if prec.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prec.layout(images_to_tensor(images[i:i + batch], model))
         with prec.autocast_ctx(device):
             out.append(model.visual(x).float())
     return torch.cat(out)

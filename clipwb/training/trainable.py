@@ -131,8 +131,7 @@ class Trainable:
         if self.head:
             return torch.cat([self.cached_typo[idx], self.cached_clean[idx]]) if self.need_clean else \
                 self.cached_typo[idx]
-        x = images_to_tensor(images, self.model)
-        return x.contiguous(memory_format=torch.channels_last) if self.prec.channels_last else x
+        return self.prec.layout(images_to_tensor(images, self.model))
 
     @torch.no_grad()
     def final_models(self, bma: BMA) -> tuple[nn.Module, nn.Module]:
@@ -161,8 +160,5 @@ def frozen_copies(model: nn.Module, setup: Setup) -> tuple[nn.Module, nn.Module]
     for p in ref.parameters():
         p.requires_grad_(False)
     policy_model = copy.deepcopy(model).to(setup.device).eval()
-    if setup.prec.channels_last:
-        ref = ref.to(memory_format=torch.channels_last)
-        policy_model = policy_model.to(memory_format=torch.channels_last)
-    return ref, policy_model
+    return setup.prec.layout(ref), setup.prec.layout(policy_model)
 
